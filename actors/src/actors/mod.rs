@@ -1,0 +1,91 @@
+//! The actors of DESIGN.md section 3 and what they share.
+//!
+//! Replica path: transport → [`Router`] (decode, validate, shard by `(cqrs_id, pk)`) →
+//! [`ReplicaApply`] × N (batched apply, ack after success) → on failure [`Retrier`] (park a copy
+//! with `retries + 1`, ack once parked) → when exhausted, expired, malformed or unknown
+//! [`DeadLetterer`] (publish confirmed, then ack). Master path: service code → [`Producer`] →
+//! transport (publish with confirm, a window of unconfirmed messages, in order).
+
+mod dead_letter;
+mod producer;
+mod replica_apply;
+mod retry;
+mod router;
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::codec::Codec;
+use crate::config::CqrsConfig;
+use crate::handler::ReplicaEvent;
+use crate::registry::Registry;
+use crate::retry::RetryPolicy;
+use crate::telemetry::Metrics;
+use crate::transport::{DeliveryTag, TransportHandle};
+
+pub(crate) use dead_letter::{DeadLetterRequest, DeadLetterer};
+pub use producer::{Produce, Producer};
+pub(crate) use replica_apply::{Apply, ReplicaApply};
+pub(crate) use retry::{Retrier, RetryRequest};
+pub(crate) use router::Router;
+
+/// What every replica-side actor reads.
+pub(crate) struct ReplicaShared {
+    pub registry: Arc<Registry>,
+    pub config: Arc<CqrsConfig>,
+    pub transport: TransportHandle,
+    pub queue: String,
+    pub dead_letter_queue: String,
+    pub metrics: Arc<Metrics>,
+}
+
+impl ReplicaShared {
+    pub fn retry_policy(&self, cqrs_id: &str) -> RetryPolicy {
+        self.registry
+            .replica(cqrs_id)
+            .and_then(|m| m.retry_policy().cloned())
+            .unwrap_or_else(|| self.config.retry_policy(cqrs_id))
+    }
+}
+
+/// A decoded delivery on its way through the replica actors.
+pub(crate) struct Incoming {
+    pub event: ReplicaEvent,
+    pub tag: DeliveryTag,
+    pub codec: Codec,
+    /// The body as received, kept for the dead-letter queue.
+    pub body: Vec<u8>,
+    pub content_type: Option<String>,
+    pub span: tracing::Span,
+}
+
+/// Waits until an actor has nothing in flight.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Drain;
+
+/// Callers waiting for an actor to become idle.
+#[derive(Default)]
+pub(crate) struct IdleWaiters(Vec<oneshot::Sender<()>>);
+
+impl IdleWaiters {
+    /// A future that resolves when [`notify`](Self::notify) is called (or at once if `idle`).
+    pub fn wait(&mut self, idle: bool) -> ResponseFuture<()> {
+        if idle {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = oneshot::channel();
+        self.0.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+
+    pub fn notify(&mut self) {
+        for tx in self.0.drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Retrier: decides between a parked retry and a dead letter (per-CQRS-id [`RetryPolicy`]),
+//! parks the copy with `retries + 1` without holding the delivery, and acknowledges the
+//! original only once the copy is durable.
+//!
+//! [`RetryPolicy`]: crate::RetryPolicy
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::{DeadLetterRequest, DeadLetterer, Drain, IdleWaiters, Incoming, ReplicaShared};
+use crate::error::Error;
+use crate::retry::RetryDecision;
+use crate::transport::{Headers, OutgoingMessage, Route, Settlement};
+
+/// A message whose apply failed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct RetryRequest {
+    pub incoming: Incoming,
+    pub error: Error,
+}
+
+pub(crate) struct Retrier {
+    shared: Arc<ReplicaShared>,
+    dead_letters: Addr<DeadLetterer>,
+    in_flight: usize,
+    idle: IdleWaiters,
+}
+
+impl Retrier {
+    pub fn new(shared: Arc<ReplicaShared>, dead_letters: Addr<DeadLetterer>) -> Self {
+        Self {
+            shared,
+            dead_letters,
+            in_flight: 0,
+            idle: IdleWaiters::default(),
+        }
+    }
+}
+
+impl Actor for Retrier {
+    type Context = Context<Self>;
+}
+
+impl Handler<RetryRequest> for Retrier {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, req: RetryRequest, _: &mut Context<Self>) -> Self::Result {
+        self.in_flight += 1;
+        let shared = Arc::clone(&self.shared);
+        let dead_letters = self.dead_letters.clone();
+        let incoming = req.incoming;
+        let error = req.error;
+        let decision = shared
+            .retry_policy(incoming.event.cqrs_id())
+            .decide(incoming.event.envelope().retries, &error);
+        let fut = async move {
+            let (tag, codec, span) = (incoming.tag, incoming.codec, incoming.span.clone());
+            let envelope = incoming.event.envelope();
+            match decision {
+                RetryDecision::Retry { delay } => {
+                    let copy = envelope.next_retry();
+                    let body = match codec.encode(&copy) {
+                        Ok(body) => body,
+                        Err(e) => {
+                            let _ = dead_letters
+                                .send(dead_letter(incoming, "invalid_data", e.to_string()))
+                                .await;
+                            return;
+                        }
+                    };
+                    let message = OutgoingMessage {
+                        route: Route::queue(shared.queue.clone(), envelope.cqrs_id.clone()),
+                        body,
+                        content_type: codec.content_type().to_owned(),
+                        headers: Headers::new(),
+                        expiration: None,
+                    };
+                    match shared.transport.park(message, delay).await {
+                        Ok(()) => {
+                            span.in_scope(|| {
+                                tracing::warn!(event = "retried", error = %error, delay_ms = delay.as_millis() as u64, next_retries = copy.retries, "CQRS is delayed");
+                            });
+                            shared.metrics.add_retried(1);
+                            if let Err(e) =
+                                shared.transport.settle(vec![tag], Settlement::Ack).await
+                            {
+                                span.in_scope(|| tracing::warn!(error = %e, "ack after park failed; the message will be redelivered"));
+                            }
+                        }
+                        Err(e) => {
+                            span.in_scope(|| tracing::error!(error = %e, "retry copy not parked; handing the message back for redelivery"));
+                            shared.metrics.add_requeued(1);
+                            let _ = shared
+                                .transport
+                                .settle(vec![tag], Settlement::Requeue)
+                                .await;
+                        }
+                    }
+                }
+                RetryDecision::DeadLetter { reason } => {
+                    let _ = dead_letters
+                        .send(dead_letter(incoming, reason, error.to_string()))
+                        .await;
+                }
+            }
+        };
+        Box::pin(fut.into_actor(self).map(|(), act, _| {
+            act.in_flight -= 1;
+            if act.in_flight == 0 {
+                act.idle.notify();
+            }
+        }))
+    }
+}
+
+/// The dead letter of a decoded message: the body as it was received (its `retries` unchanged).
+pub(super) fn dead_letter(incoming: Incoming, reason: &str, error: String) -> DeadLetterRequest {
+    DeadLetterRequest {
+        tag: incoming.tag,
+        cqrs_id: Some(incoming.event.cqrs_id().to_owned()),
+        body: incoming.body,
+        content_type: incoming.content_type,
+        reason: reason.to_owned(),
+        error,
+        span: incoming.span,
+    }
+}
+
+impl Handler<Drain> for Retrier {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
+        self.idle.wait(self.in_flight == 0)
+    }
+}

@@ -1,0 +1,53 @@
+//! The core of cqrs-sync: the envelope and its codecs, the registry of models, retry policies,
+//! configuration, the transport protocol and the supervised actor pipeline.
+//!
+//! - [`Envelope`], [`SignalType`] and [`Codec`]: the wire form of WIRE.md sections 1-2;
+//!   [`values`] has the value forms (Python datetimes, decimals, dates, UUIDs).
+//! - [`Registry`], [`MasterModel`], [`ReplicaModel`] and the [`ReplicaHandler`] trait: what a
+//!   service publishes and how it applies what it receives.
+//! - [`RetryPolicy`]: how failures are retried before they are dead-lettered.
+//! - [`CqrsConfig`]: the settings, from TOML and `CQRS_*` variables.
+//! - [`transport`]: the messages a transport actor handles; a transport is one file away.
+//! - [`CqrsSystem`]: starts it all inside an actix system; [`Publisher`] publishes.
+
+mod actors;
+mod codec;
+mod config;
+mod envelope;
+mod error;
+mod handler;
+mod memory_table;
+mod registry;
+mod retry;
+pub mod revision;
+mod system;
+mod telemetry;
+pub mod transport;
+pub mod values;
+
+pub use actors::{Produce, Producer};
+pub use codec::{
+    Codec, DecodeError, EncodeError, JSON_CONTENT_TYPE, MSGPACK_CONTENT_TYPE, expiry_after,
+};
+pub use config::{
+    BackoffKind, CodecName, CqrsConfig, MasterConfig, MaxRetries, ModelConfig, ReplicaConfig,
+    SecretUrl, Ttl,
+};
+pub use envelope::{Envelope, JsonObject, SignalType, UnknownSignalType};
+pub use error::{Error, ErrorKind, Result};
+pub use handler::{Applied, FnHandler, ReplicaEvent, ReplicaHandler, Skip, handler_fn};
+pub use memory_table::{MemoryTable, Row};
+pub use registry::{MasterModel, Registry, RegistryBuilder, ReplicaModel};
+pub use retry::{Backoff, REASON_RETRIES_EXHAUSTED, RetryDecision, RetryPolicy, ShouldRetry};
+pub use system::{CqrsSystem, CqrsSystemBuilder, Publisher};
+pub use telemetry::{Metrics, MetricsSnapshot, envelope_span};
+pub use transport::{Route, TransportHandle};
+
+/// What an application author needs, in one import.
+pub mod prelude {
+    pub use crate::{
+        Applied, CqrsConfig, CqrsSystem, Envelope, Error, ErrorKind, JsonObject, MasterModel,
+        MemoryTable, Publisher, ReplicaEvent, ReplicaHandler, ReplicaModel, Result, RetryPolicy,
+        Route, SignalType, Skip, handler_fn,
+    };
+}

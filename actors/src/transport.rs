@@ -1,0 +1,498 @@
+//! The transport protocol: the actor messages the framework exchanges with a broker.
+//!
+//! A transport is an actix actor that handles the seven messages below; this file is all a
+//! transport author needs to read. [`TransportHandle::new`] turns the address of any such actor
+//! into the handle the rest of the framework uses.
+//!
+//! | message | direction | answers once |
+//! |---|---|---|
+//! | [`Declare`] | framework → transport | the replica queue, its dead-letter queue and their bindings exist |
+//! | [`Publish`] | framework → transport | the broker confirmed the message (publisher confirm) |
+//! | [`Subscribe`] | framework → transport | deliveries of a queue flow to a recipient as [`Deliveries`] |
+//! | [`Deliveries`] | transport → consumer | the consumer accepted the batch (backpressure) |
+//! | [`Settle`] | framework → transport | deliveries are acknowledged, or handed back for redelivery |
+//! | [`Park`] | framework → transport | a copy is durably parked and comes back to the queue after a delay |
+//! | [`PublishDeadLetter`] | framework → transport | the dead letter is confirmed in the dead-letter queue |
+//! | [`Cancel`] | framework → transport | no new deliveries; or (`release`) unacknowledged ones go back |
+//! | [`Inspect`] | framework → transport | message counts of a queue |
+//!
+//! Rules every transport keeps (the conformance suite in `cqrs-transports` checks them):
+//! - a [`Publish`], [`Park`] or [`PublishDeadLetter`] answers `Ok` only once the broker holds
+//!   the message durably; an error means the message may not be there and the caller retries
+//!   or keeps the original unacknowledged;
+//! - deliveries of one queue reach one consumer in the order the broker holds them, and a
+//!   consumer has at most `prefetch` unacknowledged deliveries;
+//! - a delivery that is never settled is delivered again (with `redelivered` set) once its
+//!   consumer is released or its connection is lost;
+//! - routing keys and bindings follow WIRE.md section 3: see [`Route::routing_key`] and
+//!   [`Declare`].
+//!
+//! Transports must give their actor a mailbox large enough for the windows the framework uses
+//! (`ctx.set_mailbox_capacity`), because `Addr::send` to a full mailbox may reorder messages.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use std::future::Future;
+
+use actix::dev::RecipientRequest;
+use actix::prelude::*;
+
+use crate::error::Result;
+
+/// Where a published message goes (WIRE.md section 3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// To every replica queue bound to the CQRS id: SAVE, DELETE and broadcast SYNC.
+    Broadcast {
+        /// The CQRS id.
+        cqrs_id: String,
+    },
+    /// To one replica queue: a directed SYNC, or a replica's own retry copy.
+    Queue {
+        /// The replica queue's name.
+        queue: String,
+        /// The CQRS id.
+        cqrs_id: String,
+    },
+}
+
+impl Route {
+    /// A broadcast to every replica of `cqrs_id`.
+    pub fn broadcast(cqrs_id: impl Into<String>) -> Self {
+        Route::Broadcast {
+            cqrs_id: cqrs_id.into(),
+        }
+    }
+
+    /// A message for one replica queue.
+    pub fn queue(queue: impl Into<String>, cqrs_id: impl Into<String>) -> Self {
+        Route::Queue {
+            queue: queue.into(),
+            cqrs_id: cqrs_id.into(),
+        }
+    }
+
+    /// The routing key: `X` for a broadcast, `cqrs.<queue>.X` for one queue.
+    #[must_use]
+    pub fn routing_key(&self) -> String {
+        match self {
+            Route::Broadcast { cqrs_id } => cqrs_id.clone(),
+            Route::Queue { queue, cqrs_id } => format!("cqrs.{queue}.{cqrs_id}"),
+        }
+    }
+
+    /// The CQRS id the message is about.
+    #[must_use]
+    pub fn cqrs_id(&self) -> &str {
+        match self {
+            Route::Broadcast { cqrs_id } | Route::Queue { cqrs_id, .. } => cqrs_id,
+        }
+    }
+}
+
+/// Message headers (string values; Python peers ignore them).
+pub type Headers = BTreeMap<String, String>;
+
+/// Header with the reason of a dead letter (an [`ErrorKind`](crate::ErrorKind) name).
+pub const HEADER_REASON: &str = "x-cqrs-reason";
+/// Header with the error text of a dead letter.
+pub const HEADER_ERROR: &str = "x-cqrs-error";
+/// Header with the W3C trace context.
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+
+/// A message on its way to the broker.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// Where it goes.
+    pub route: Route,
+    /// The encoded body.
+    pub body: Vec<u8>,
+    /// `text/plain` for JSON, `application/msgpack` for MessagePack.
+    pub content_type: String,
+    /// Extra headers.
+    pub headers: Headers,
+    /// Broker-side expiry of the message (AMQP `expiration`), if any.
+    pub expiration: Option<Duration>,
+}
+
+impl fmt::Debug for OutgoingMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutgoingMessage")
+            .field("routing_key", &self.route.routing_key())
+            .field("body_len", &self.body.len())
+            .field("content_type", &self.content_type)
+            .field("headers", &self.headers)
+            .field("expiration", &self.expiration)
+            .finish()
+    }
+}
+
+/// Publishes a message and answers once the broker confirmed it.
+///
+/// A message no queue is bound to fails with [`ErrorKind::Unroutable`](crate::ErrorKind).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<()>")]
+pub struct Publish(pub OutgoingMessage);
+
+/// Declares a replica's topology: queue `queue` bound to `X` and `cqrs.<queue>.X`, and
+/// `dead_letter_queue` bound to `cqrs.<dead_letter_queue>.X`, for each CQRS id `X`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<()>")]
+pub struct Declare {
+    /// The replica queue.
+    pub queue: String,
+    /// Its dead-letter queue.
+    pub dead_letter_queue: String,
+    /// The CQRS ids the replica consumes.
+    pub cqrs_ids: Vec<String>,
+}
+
+/// Identifies one consumer of one transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConsumerTag(pub u64);
+
+/// Identifies one delivery for [`Settle`]. Only the transport that made it interprets it: a
+/// `channel` generation lets a transport tell tags of a lost connection from live ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryTag {
+    /// The channel (or connection generation) the delivery came on.
+    pub channel: u64,
+    /// The delivery's number on that channel.
+    pub tag: u64,
+}
+
+/// One message handed to a consumer.
+#[derive(Clone)]
+pub struct Delivery {
+    /// What to settle it with.
+    pub tag: DeliveryTag,
+    /// The queue it was taken from.
+    pub queue: String,
+    /// The routing key it was published with.
+    pub routing_key: String,
+    /// The body, undecoded.
+    pub body: Vec<u8>,
+    /// The content type property, if any.
+    pub content_type: Option<String>,
+    /// Headers.
+    pub headers: Headers,
+    /// Whether the broker delivered it before (to this or another consumer).
+    pub redelivered: bool,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("tag", &self.tag)
+            .field("queue", &self.queue)
+            .field("routing_key", &self.routing_key)
+            .field("body_len", &self.body.len())
+            .field("content_type", &self.content_type)
+            .field("redelivered", &self.redelivered)
+            .finish()
+    }
+}
+
+/// A batch of deliveries for a consumer. The transport sends the next batch to the same
+/// consumer only after this one is answered, which keeps the order and applies backpressure.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Deliveries(pub Vec<Delivery>);
+
+/// Starts consuming `queue`; deliveries go to `consumer` in batches.
+#[derive(Message)]
+#[rtype(result = "Result<ConsumerTag>")]
+pub struct Subscribe {
+    /// The queue to consume (declared before).
+    pub queue: String,
+    /// At most this many unacknowledged deliveries at once (0 = no limit).
+    pub prefetch: u32,
+    /// Who receives the deliveries.
+    pub consumer: Recipient<Deliveries>,
+}
+
+impl fmt::Debug for Subscribe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscribe")
+            .field("queue", &self.queue)
+            .field("prefetch", &self.prefetch)
+            .finish()
+    }
+}
+
+/// How to settle deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// The effect is durable: forget the deliveries.
+    Ack,
+    /// Not handled: deliver them again (with `redelivered` set).
+    Requeue,
+}
+
+/// Settles deliveries of one consumer. Tags the transport no longer knows (a lost channel) are
+/// ignored: those deliveries come back anyway.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<()>")]
+pub struct Settle {
+    /// The deliveries.
+    pub tags: Vec<DeliveryTag>,
+    /// What to do with them.
+    pub settlement: Settlement,
+}
+
+/// Stops a consumer. With `release == false` no new deliveries are sent but unacknowledged ones
+/// can still be settled (AMQP `basic.cancel`); with `release == true` every delivery still
+/// unacknowledged goes back to its queue for redelivery (what a closed channel does).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<()>")]
+pub struct Cancel {
+    /// The consumer.
+    pub consumer: ConsumerTag,
+    /// Hand back unacknowledged deliveries too.
+    pub release: bool,
+}
+
+/// Parks a copy of a message durably; after `delay` it is routed by its route again (a
+/// replica's retry copy goes to `cqrs.<queue>.X`). Answers once the copy is durable, so the
+/// caller may then acknowledge the original.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<()>")]
+pub struct Park {
+    /// The copy (its body already carries `retries + 1`).
+    pub message: OutgoingMessage,
+    /// How long it stays parked.
+    pub delay: Duration,
+}
+
+/// Publishes a dead letter to `dead_letter_queue` and answers once it is confirmed. It is
+/// delivered to that queue even when `cqrs_id` is unknown or absent (an undecodable body).
+#[derive(Message)]
+#[rtype(result = "Result<()>")]
+pub struct PublishDeadLetter {
+    /// The dead-letter queue.
+    pub dead_letter_queue: String,
+    /// The CQRS id, when the body told it; the routing key is then
+    /// `cqrs.<dead_letter_queue>.<cqrs_id>`.
+    pub cqrs_id: Option<String>,
+    /// The body as it should be kept (the last attempt's body, or the raw bytes received).
+    pub body: Vec<u8>,
+    /// Its content type.
+    pub content_type: Option<String>,
+    /// Headers, including [`HEADER_REASON`] and [`HEADER_ERROR`].
+    pub headers: Headers,
+    /// How long the broker keeps it (the dead-message TTL), `None` for ever.
+    pub ttl: Option<Duration>,
+}
+
+impl PublishDeadLetter {
+    /// The routing key WIRE.md gives a dead letter, or the queue's own name when the CQRS id is
+    /// unknown.
+    #[must_use]
+    pub fn routing_key(&self) -> String {
+        match &self.cqrs_id {
+            Some(id) => format!("cqrs.{}.{id}", self.dead_letter_queue),
+            None => self.dead_letter_queue.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for PublishDeadLetter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishDeadLetter")
+            .field("dead_letter_queue", &self.dead_letter_queue)
+            .field("cqrs_id", &self.cqrs_id)
+            .field("body_len", &self.body.len())
+            .field("headers", &self.headers)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+/// Message counts of a queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Ready for delivery.
+    pub ready: u64,
+    /// Delivered and not yet settled (0 where the broker does not tell).
+    pub unacked: u64,
+}
+
+/// Asks for a queue's message counts.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<QueueStats>")]
+pub struct Inspect {
+    /// The queue.
+    pub queue: String,
+}
+
+/// The actor messages a transport handles. Implemented for every actor that handles them all.
+pub trait Transport:
+    Actor<Context = Context<Self>>
+    + Handler<Declare>
+    + Handler<Publish>
+    + Handler<Subscribe>
+    + Handler<Settle>
+    + Handler<Cancel>
+    + Handler<Park>
+    + Handler<PublishDeadLetter>
+    + Handler<Inspect>
+{
+}
+
+impl<A> Transport for A where
+    A: Actor<Context = Context<A>>
+        + Handler<Declare>
+        + Handler<Publish>
+        + Handler<Subscribe>
+        + Handler<Settle>
+        + Handler<Cancel>
+        + Handler<Park>
+        + Handler<PublishDeadLetter>
+        + Handler<Inspect>
+{
+}
+
+/// The framework's handle on a running transport actor.
+#[derive(Clone)]
+pub struct TransportHandle {
+    name: &'static str,
+    declare: Recipient<Declare>,
+    publish: Recipient<Publish>,
+    subscribe: Recipient<Subscribe>,
+    settle: Recipient<Settle>,
+    cancel: Recipient<Cancel>,
+    park: Recipient<Park>,
+    dead_letter: Recipient<PublishDeadLetter>,
+    inspect: Recipient<Inspect>,
+}
+
+impl fmt::Debug for TransportHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportHandle")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl TransportHandle {
+    /// A handle on the transport actor at `addr`; `name` appears in logs.
+    pub fn new<T: Transport>(name: &'static str, addr: &Addr<T>) -> Self {
+        Self {
+            name,
+            declare: addr.clone().recipient(),
+            publish: addr.clone().recipient(),
+            subscribe: addr.clone().recipient(),
+            settle: addr.clone().recipient(),
+            cancel: addr.clone().recipient(),
+            park: addr.clone().recipient(),
+            dead_letter: addr.clone().recipient(),
+            inspect: addr.clone().recipient(),
+        }
+    }
+
+    /// The transport's name.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Sends [`Declare`].
+    pub fn declare(&self, msg: Declare) -> impl Future<Output = Result<()>> + 'static {
+        flatten(self.declare.send(msg))
+    }
+
+    /// Sends [`Publish`]; the future resolves once the broker confirmed. The message is handed
+    /// to the transport when this is called, so calls keep their order.
+    pub fn publish(&self, msg: OutgoingMessage) -> impl Future<Output = Result<()>> + 'static {
+        flatten(self.publish.send(Publish(msg)))
+    }
+
+    /// Sends [`Subscribe`].
+    pub fn subscribe(&self, msg: Subscribe) -> impl Future<Output = Result<ConsumerTag>> + 'static {
+        flatten(self.subscribe.send(msg))
+    }
+
+    /// Sends [`Settle`] (nothing when `tags` is empty).
+    pub fn settle(
+        &self,
+        tags: Vec<DeliveryTag>,
+        settlement: Settlement,
+    ) -> impl Future<Output = Result<()>> + 'static {
+        let request = (!tags.is_empty()).then(|| self.settle.send(Settle { tags, settlement }));
+        async move {
+            match request {
+                Some(r) => r.await?,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// Sends [`Cancel`].
+    pub fn cancel(
+        &self,
+        consumer: ConsumerTag,
+        release: bool,
+    ) -> impl Future<Output = Result<()>> + 'static {
+        flatten(self.cancel.send(Cancel { consumer, release }))
+    }
+
+    /// Sends [`Park`]; the future resolves once the copy is durable.
+    pub fn park(
+        &self,
+        message: OutgoingMessage,
+        delay: Duration,
+    ) -> impl Future<Output = Result<()>> + 'static {
+        flatten(self.park.send(Park { message, delay }))
+    }
+
+    /// Sends [`PublishDeadLetter`]; the future resolves once it is confirmed.
+    pub fn dead_letter(
+        &self,
+        msg: PublishDeadLetter,
+    ) -> impl Future<Output = Result<()>> + 'static {
+        flatten(self.dead_letter.send(msg))
+    }
+
+    /// Sends [`Inspect`].
+    pub fn inspect(
+        &self,
+        queue: impl Into<String>,
+    ) -> impl Future<Output = Result<QueueStats>> + 'static {
+        flatten(self.inspect.send(Inspect {
+            queue: queue.into(),
+        }))
+    }
+}
+
+fn flatten<M, T>(request: RecipientRequest<M>) -> impl Future<Output = Result<T>> + 'static
+where
+    M: Message<Result = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    async move { request.await? }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_keys_follow_the_wire_contract() {
+        assert_eq!(Route::broadcast("book").routing_key(), "book");
+        assert_eq!(
+            Route::queue("replica", "book").routing_key(),
+            "cqrs.replica.book"
+        );
+        let dl = PublishDeadLetter {
+            dead_letter_queue: "dead_letter_replica".into(),
+            cqrs_id: Some("book".into()),
+            body: vec![],
+            content_type: None,
+            headers: Headers::new(),
+            ttl: None,
+        };
+        assert_eq!(dl.routing_key(), "cqrs.dead_letter_replica.book");
+    }
+}

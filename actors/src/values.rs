@@ -1,0 +1,369 @@
+//! Value forms of WIRE.md section 2: how dates, datetimes, decimals, UUIDs, times of day and
+//! durations travel inside `instance_data`, in both directions.
+//!
+//! Producers here emit the forms a Python peer emits (datetimes in Python `str()` form,
+//! decimals as strings); parsers accept every form a peer may send.
+
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Utc};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A value in `instance_data` that does not have the expected form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected {expected}, got {got}")]
+pub struct ValueError {
+    expected: &'static str,
+    got: String,
+}
+
+impl ValueError {
+    fn new(expected: &'static str, got: impl std::fmt::Display) -> Self {
+        let mut got = got.to_string();
+        if got.len() > 80 {
+            let mut cut = 77;
+            while !got.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            got.truncate(cut);
+            got.push_str("...");
+        }
+        Self { expected, got }
+    }
+
+    /// The form that was expected, e.g. `"a datetime"`.
+    #[must_use]
+    pub fn expected(&self) -> &'static str {
+        self.expected
+    }
+}
+
+fn as_str<'a>(value: &'a Value, expected: &'static str) -> Result<&'a str, ValueError> {
+    value
+        .as_str()
+        .ok_or_else(|| ValueError::new(expected, value))
+}
+
+/// Formats a datetime the way Python's `str(datetime)` does for an aware UTC value:
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]+00:00`, microseconds only when not zero.
+#[must_use]
+pub fn format_datetime(dt: &DateTime<Utc>) -> String {
+    if dt.timestamp_subsec_micros() == 0 {
+        dt.format("%Y-%m-%d %H:%M:%S+00:00").to_string()
+    } else {
+        dt.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string()
+    }
+}
+
+/// Formats a datetime the way Python's `isoformat()` does (the form of `expires`):
+/// `YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`.
+#[must_use]
+pub fn format_iso_datetime(dt: &DateTime<Utc>) -> String {
+    if dt.timestamp_subsec_micros() == 0 {
+        dt.format("%Y-%m-%dT%H:%M:%S+00:00").to_string()
+    } else {
+        dt.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+    }
+}
+
+/// Parses a datetime in any form a peer sends: `T` or a space between date and time, with or
+/// without fractional seconds, with `Z`, `+HH:MM`, `+HHMM` or no offset (taken as UTC).
+pub fn parse_datetime(text: &str) -> Result<DateTime<Utc>, ValueError> {
+    let s = text.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return Ok(dt.with_timezone(&Utc));
+    }
+    let normalized = s.replacen(' ', "T", 1);
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f%:z",
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+    ] {
+        if let Ok(dt) = DateTime::<FixedOffset>::parse_from_str(&normalized, fmt) {
+            return Ok(dt.with_timezone(&Utc));
+        }
+    }
+    let naive = normalized.strip_suffix('Z').unwrap_or(&normalized);
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(naive, fmt) {
+            return Ok(dt.and_utc());
+        }
+    }
+    Err(ValueError::new("a datetime", text))
+}
+
+/// Reads a datetime from a JSON value (see [`parse_datetime`]).
+pub fn datetime_from_value(value: &Value) -> Result<DateTime<Utc>, ValueError> {
+    parse_datetime(as_str(value, "a datetime string")?)
+}
+
+/// Formats a date as `YYYY-MM-DD`.
+#[must_use]
+pub fn format_date(date: &NaiveDate) -> String {
+    date.format("%Y-%m-%d").to_string()
+}
+
+/// Reads a `YYYY-MM-DD` date from a JSON value. A datetime string is accepted too (its date
+/// part), since some serializers send dates that way.
+pub fn date_from_value(value: &Value) -> Result<NaiveDate, ValueError> {
+    let s = as_str(value, "a date string")?;
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .or_else(|_| parse_datetime(s).map(|dt| dt.date_naive()))
+        .map_err(|_| ValueError::new("a date (YYYY-MM-DD)", value))
+}
+
+/// Formats a time of day as `HH:MM:SS[.ffffff]`.
+#[must_use]
+pub fn format_time(time: &NaiveTime) -> String {
+    if time
+        .format("%f")
+        .to_string()
+        .trim_start_matches('0')
+        .is_empty()
+    {
+        time.format("%H:%M:%S").to_string()
+    } else {
+        time.format("%H:%M:%S%.6f").to_string()
+    }
+}
+
+/// Reads a time of day `HH:MM[:SS[.ffffff]]` from a JSON value.
+pub fn time_from_value(value: &Value) -> Result<NaiveTime, ValueError> {
+    let s = as_str(value, "a time string")?;
+    NaiveTime::parse_from_str(s, "%H:%M:%S%.f")
+        .or_else(|_| NaiveTime::parse_from_str(s, "%H:%M"))
+        .map_err(|_| ValueError::new("a time (HH:MM:SS[.ffffff])", value))
+}
+
+/// Formats a decimal as a JSON string (`"9.99"`): exact, and accepted by Python replicas.
+#[must_use]
+pub fn decimal_to_value(decimal: &Decimal) -> Value {
+    Value::String(decimal.to_string())
+}
+
+/// Reads a decimal from a JSON string (`"9.99"`) or number (`9.99`, as django-cqrs sends it).
+/// A number is read from its shortest textual form, so `9.99` gives exactly `9.99`.
+pub fn decimal_from_value(value: &Value) -> Result<Decimal, ValueError> {
+    let text = match value {
+        Value::String(s) => s.trim().to_owned(),
+        Value::Number(n) => n.to_string(),
+        other => return Err(ValueError::new("a decimal (string or number)", other)),
+    };
+    text.parse::<Decimal>()
+        .or_else(|_| Decimal::from_scientific(&text))
+        .map_err(|_| ValueError::new("a decimal (string or number)", value))
+}
+
+/// Formats a UUID lowercase and hyphenated.
+#[must_use]
+pub fn format_uuid(uuid: &Uuid) -> String {
+    uuid.hyphenated().to_string()
+}
+
+/// Reads a UUID from a JSON string in any of the usual forms.
+pub fn uuid_from_value(value: &Value) -> Result<Uuid, ValueError> {
+    Uuid::parse_str(as_str(value, "a UUID string")?).map_err(|_| ValueError::new("a UUID", value))
+}
+
+/// Formats a duration as ISO 8601 (`P1DT2H3M4.5S`, `-PT1S`, `PT0S`).
+#[must_use]
+pub fn format_duration(duration: &TimeDelta) -> String {
+    let negative = *duration < TimeDelta::zero();
+    let abs = duration.abs();
+    let days = abs.num_days();
+    let rest = abs - TimeDelta::days(days);
+    let hours = rest.num_hours();
+    let minutes = (rest - TimeDelta::hours(hours)).num_minutes();
+    let secs_delta = rest - TimeDelta::hours(hours) - TimeDelta::minutes(minutes);
+    let secs = secs_delta.num_seconds();
+    let micros = secs_delta.subsec_nanos() / 1_000;
+    let mut out = String::from(if negative { "-P" } else { "P" });
+    if days > 0 {
+        out.push_str(&format!("{days}D"));
+    }
+    if hours > 0 || minutes > 0 || secs > 0 || micros > 0 || days == 0 {
+        out.push('T');
+        if hours > 0 {
+            out.push_str(&format!("{hours}H"));
+        }
+        if minutes > 0 {
+            out.push_str(&format!("{minutes}M"));
+        }
+        if secs > 0 || micros > 0 || (hours == 0 && minutes == 0) {
+            if micros > 0 {
+                let frac = format!("{micros:06}");
+                out.push_str(&format!("{secs}.{}S", frac.trim_end_matches('0')));
+            } else {
+                out.push_str(&format!("{secs}S"));
+            }
+        }
+    }
+    out
+}
+
+/// Reads an ISO 8601 duration (`P[nW][nD][T[nH][nM][n[.f]S]]`, optionally signed) from a JSON
+/// string, or a number of seconds.
+pub fn duration_from_value(value: &Value) -> Result<TimeDelta, ValueError> {
+    let err = || ValueError::new("an ISO 8601 duration", value);
+    if let Some(secs) = value.as_f64() {
+        return TimeDelta::try_milliseconds((secs * 1000.0).round() as i64).ok_or_else(err);
+    }
+    let s = as_str(value, "an ISO 8601 duration")?;
+    let (negative, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let s = s.strip_prefix('P').ok_or_else(err)?;
+    let mut total = TimeDelta::zero();
+    let mut in_time = false;
+    let mut number = String::new();
+    let mut seen_unit = false;
+    for c in s.chars() {
+        match c {
+            'T' if !in_time && number.is_empty() => in_time = true,
+            '0'..='9' | '.' | ',' => number.push(if c == ',' { '.' } else { c }),
+            unit => {
+                let n: f64 = number.parse().map_err(|_| err())?;
+                let secs_per = match (in_time, unit) {
+                    (false, 'W') => 604_800.0,
+                    (false, 'D') => 86_400.0,
+                    (true, 'H') => 3_600.0,
+                    (true, 'M') => 60.0,
+                    (true, 'S') => 1.0,
+                    _ => return Err(err()),
+                };
+                let micros = (n * secs_per * 1_000_000.0).round() as i64;
+                total += TimeDelta::microseconds(micros);
+                number.clear();
+                seen_unit = true;
+            }
+        }
+    }
+    if !number.is_empty() || !seen_unit {
+        return Err(err());
+    }
+    Ok(if negative { -total } else { total })
+}
+
+/// Reads an integer from a JSON number or a string of digits.
+pub fn i64_from_value(value: &Value) -> Result<i64, ValueError> {
+    match value {
+        Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| ValueError::new("an integer", value)),
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| ValueError::new("an integer", value)),
+        other => Err(ValueError::new("an integer", other)),
+    }
+}
+
+/// Renders a primary key (any JSON scalar) as the text used for sharding, logs and tombstones:
+/// strings as they are, numbers and booleans in JSON form, null as `null`.
+#[must_use]
+pub fn pk_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn datetimes_in_every_peer_form_parse_to_the_same_instant() {
+        let expected = parse_datetime("2026-11-27 17:08:25.074040+00:00").unwrap();
+        for form in [
+            "2026-11-27T17:08:25.074040+00:00",
+            "2026-11-27T17:08:25.074040Z",
+            "2026-11-27 17:08:25.07404Z",
+            "2026-11-27T18:08:25.074040+01:00",
+            "2026-11-27T18:08:25.074040+0100",
+            "2026-11-27 17:08:25.074040",
+        ] {
+            assert_eq!(parse_datetime(form).unwrap(), expected, "{form}");
+        }
+        assert_eq!(
+            format_datetime(&expected),
+            "2026-11-27 17:08:25.074040+00:00"
+        );
+        let whole = parse_datetime("2026-11-28T17:08:25+00:00").unwrap();
+        assert_eq!(format_datetime(&whole), "2026-11-28 17:08:25+00:00");
+        assert_eq!(format_iso_datetime(&whole), "2026-11-28T17:08:25+00:00");
+        assert!(parse_datetime("yesterday").is_err());
+    }
+
+    #[test]
+    fn decimals_from_strings_and_floats_are_exact() {
+        assert_eq!(
+            decimal_from_value(&json!("12.34")).unwrap().to_string(),
+            "12.34"
+        );
+        assert_eq!(
+            decimal_from_value(&json!(9999.99)).unwrap().to_string(),
+            "9999.99"
+        );
+        assert_eq!(decimal_from_value(&json!(0.1)).unwrap().to_string(), "0.1");
+        assert_eq!(
+            decimal_from_value(&json!(1.2345678901234567e19))
+                .unwrap()
+                .to_string(),
+            "12345678901234567000"
+        );
+        assert_eq!(decimal_to_value(&Decimal::new(999, 2)), json!("9.99"));
+        let err = decimal_from_value(&json!(true)).unwrap_err();
+        assert_eq!(err.expected(), "a decimal (string or number)");
+    }
+
+    #[test]
+    fn dates_times_uuids() {
+        let d = date_from_value(&json!("1815-12-10")).unwrap();
+        assert_eq!(format_date(&d), "1815-12-10");
+        assert!(date_from_value(&json!("10/12/1815")).is_err());
+        let t = time_from_value(&json!("03:04:05.120000")).unwrap();
+        assert_eq!(format_time(&t), "03:04:05.120000");
+        assert_eq!(
+            format_time(&time_from_value(&json!("03:04")).unwrap()),
+            "03:04:00"
+        );
+        let u = uuid_from_value(&json!("9B5A5BCC-EBC2-4F92-984B-066B9C03521D")).unwrap();
+        assert_eq!(format_uuid(&u), "9b5a5bcc-ebc2-4f92-984b-066b9c03521d");
+        assert!(uuid_from_value(&json!(12)).is_err());
+    }
+
+    #[test]
+    fn durations_round_trip() {
+        for (text, delta) in [
+            (
+                "P1DT2H3M4.5S",
+                TimeDelta::days(1)
+                    + TimeDelta::hours(2)
+                    + TimeDelta::minutes(3)
+                    + TimeDelta::milliseconds(4500),
+            ),
+            ("PT0S", TimeDelta::zero()),
+            ("-PT1S", TimeDelta::seconds(-1)),
+            ("P2D", TimeDelta::days(2)),
+        ] {
+            assert_eq!(duration_from_value(&json!(text)).unwrap(), delta, "{text}");
+            assert_eq!(format_duration(&delta), text);
+        }
+        assert_eq!(
+            duration_from_value(&json!("P1W")).unwrap(),
+            TimeDelta::days(7)
+        );
+        assert!(duration_from_value(&json!("P")).is_err());
+        assert!(duration_from_value(&json!("PT5X")).is_err());
+    }
+
+    #[test]
+    fn pk_text_is_stable() {
+        assert_eq!(pk_text(&json!(12)), "12");
+        assert_eq!(pk_text(&json!("ab")), "ab");
+        assert_eq!(i64_from_value(&json!("42")).unwrap(), 42);
+    }
+}
