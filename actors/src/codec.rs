@@ -246,7 +246,7 @@ impl WireIn {
             .instance_pk
             .ok_or(DecodeError::MissingKey("instance_pk"))?;
         let expires = match self.expires {
-            None => default_ttl.map(|ttl| expiry_after(ttl)),
+            None => default_ttl.map(expiry_after),
             Some(None) => None,
             Some(Some(text)) => {
                 Some(values::parse_datetime(&text).map_err(|_| DecodeError::InvalidExpires(text))?)

@@ -196,12 +196,12 @@ impl RetryPolicy {
                 reason: REASON_RETRIES_EXHAUSTED,
             };
         }
-        if let Some(hook) = &self.should_retry {
-            if !hook(retries, error) {
-                return RetryDecision::DeadLetter {
-                    reason: REASON_RETRIES_EXHAUSTED,
-                };
-            }
+        if let Some(hook) = &self.should_retry
+            && !hook(retries, error)
+        {
+            return RetryDecision::DeadLetter {
+                reason: REASON_RETRIES_EXHAUSTED,
+            };
         }
         RetryDecision::Retry {
             delay: self.backoff.delay(retries),

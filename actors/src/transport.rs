@@ -466,12 +466,12 @@ impl TransportHandle {
     }
 }
 
-fn flatten<M, T>(request: RecipientRequest<M>) -> impl Future<Output = Result<T>> + 'static
+async fn flatten<M, T>(request: RecipientRequest<M>) -> Result<T>
 where
     M: Message<Result = Result<T>> + Send + 'static,
     T: Send + 'static,
 {
-    async move { request.await? }
+    request.await?
 }
 
 #[cfg(test)]
