@@ -401,9 +401,13 @@ impl CqrsConfig {
             insert_path(&mut table, &path, parse_env_value(&raw))
                 .map_err(|m| Error::config(&name, m))?;
         }
-        let config: Self = table
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::config("config", e.message()))?;
+        let merged = toml::to_string(&table).map_err(|e| Error::config("config", e))?;
+        let config: Self = toml::from_str(&merged).map_err(|e| {
+            let key = e
+                .span()
+                .map_or_else(|| "config".to_owned(), |span| key_at(&merged, span.start));
+            Error::config(&key, e.message())
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -641,6 +645,36 @@ fn check_retry_numbers(
         ));
     }
     Ok(())
+}
+
+/// The dotted key (`section.key`) of the TOML line that holds byte `offset`.
+fn key_at(doc: &str, offset: usize) -> String {
+    let mut section = String::new();
+    let mut consumed = 0;
+    for line in doc.lines() {
+        let trimmed = line.trim();
+        if let Some(name) = trimmed.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            section = name.trim().to_owned();
+        }
+        let end = consumed + line.len();
+        if offset <= end {
+            if let Some((key, _)) = trimmed.split_once('=') {
+                let key = key.trim().trim_matches('"');
+                return if section.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{section}.{key}")
+                };
+            }
+            return if section.is_empty() {
+                "config".to_owned()
+            } else {
+                section
+            };
+        }
+        consumed = end + 1;
+    }
+    "config".to_owned()
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {
