@@ -10,8 +10,8 @@ use std::time::Duration;
 use cqrs_sync::transport::{HEADER_ERROR, HEADER_REASON, Headers, OutgoingMessage};
 use cqrs_sync::transports::memory::{MemoryBroker, ParkLog};
 use cqrs_sync::{
-    Applied, Codec, CqrsConfig, CqrsSystem, Error, ErrorKind, MemoryTable, ReplicaEvent,
-    ReplicaModel, Route, SignalType, TransportHandle, handler_fn,
+    Applied, Codec, CqrsConfig, CqrsSystem, CqrsSystemBuilder, Error, ErrorKind, JsonObject,
+    MemoryTable, ReplicaEvent, ReplicaModel, Route, SignalType, TransportHandle, handler_fn,
 };
 use cqrs_transports::conformance::collect;
 use support::{body, row, unique, wait_until};
@@ -26,6 +26,26 @@ fn raw(route: Route, body: Vec<u8>, content_type: &str) -> OutgoingMessage {
         headers: Headers::new(),
         expiration: None,
     }
+}
+
+async fn save(transport: &TransportHandle, cqrs_id: &str, data: JsonObject) {
+    let message = raw(
+        Route::broadcast(cqrs_id),
+        body(SignalType::Save, cqrs_id, data),
+        "text/plain",
+    );
+    transport
+        .publish(message)
+        .await
+        .unwrap_or_else(|e| panic!("publish: {e}"));
+}
+
+async fn start(builder: CqrsSystemBuilder, transport: &TransportHandle) -> CqrsSystem {
+    builder
+        .transport(transport.clone())
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"))
 }
 
 async fn wait_queue(t: &TransportHandle, queue: &str, ready: u64, unacked: u64) {
@@ -52,28 +72,21 @@ async fn a_failing_handler_is_retried_max_retries_times_then_dead_lettered() {
         .with_queue(&queue)
         .with_max_retries(Some(3))
         .with_retry_delay(Duration::from_millis(50));
-    let system = CqrsSystem::builder()
-        .config(config)
-        .replica(ReplicaModel::new(
-            "failing",
-            handler_fn(move |_: ReplicaEvent| {
-                counter.fetch_add(1, Ordering::SeqCst);
-                async { Err(Error::handler("the replica database is read-only")) }
-            }),
-        ))
-        .transport(transport.clone())
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("start: {e}"));
+    let system = start(
+        CqrsSystem::builder()
+            .config(config)
+            .replica(ReplicaModel::new(
+                "failing",
+                handler_fn(move |_: ReplicaEvent| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async { Err(Error::handler("the replica database is read-only")) }
+                }),
+            )),
+        &transport,
+    )
+    .await;
 
-    transport
-        .publish(raw(
-            Route::broadcast("failing"),
-            body(SignalType::Save, "failing", row(1, 0, "x")),
-            "text/plain",
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("publish: {e}"));
+    save(&transport, "failing", row(1, 0, "x")).await;
     let dlq = format!("dead_letter_{queue}");
     wait_queue(&transport, &dlq, 1, 0).await;
     wait_queue(&transport, &queue, 0, 0).await;
@@ -134,19 +147,19 @@ async fn expired_malformed_and_unknown_messages_are_dead_lettered_with_a_reason(
     let (transport, _broker) = MemoryBroker::default().start_transport();
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
-    let system = CqrsSystem::builder()
-        .config(CqrsConfig::default().with_queue(&queue))
-        .replica(ReplicaModel::new(
-            "book",
-            handler_fn(move |_: ReplicaEvent| {
-                counter.fetch_add(1, Ordering::SeqCst);
-                async { Ok(Applied::Created) }
-            }),
-        ))
-        .transport(transport.clone())
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("start: {e}"));
+    let system = start(
+        CqrsSystem::builder()
+            .config(CqrsConfig::default().with_queue(&queue))
+            .replica(ReplicaModel::new(
+                "book",
+                handler_fn(move |_: ReplicaEvent| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async { Ok(Applied::Created) }
+                }),
+            )),
+        &transport,
+    )
+    .await;
     // A binding for an id the replica does not know, as left behind by a removed model.
     transport
         .declare(cqrs_sync::transport::Declare {
@@ -235,23 +248,16 @@ async fn invalid_data_is_dead_lettered_without_retries() {
     support::init_tracing();
     let queue = unique("invalid");
     let (transport, broker) = MemoryBroker::default().start_transport();
-    let system = CqrsSystem::builder()
-        .config(CqrsConfig::default().with_queue(&queue))
-        .replica(ReplicaModel::new("book", MemoryTable::new()))
-        .transport(transport.clone())
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("start: {e}"));
+    let system = start(
+        CqrsSystem::builder()
+            .config(CqrsConfig::default().with_queue(&queue))
+            .replica(ReplicaModel::new("book", MemoryTable::new())),
+        &transport,
+    )
+    .await;
     let mut data = row(1, 0, "x");
     data.remove("cqrs_revision");
-    transport
-        .publish(raw(
-            Route::broadcast("book"),
-            body(SignalType::Save, "book", data),
-            "text/plain",
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    save(&transport, "book", data).await;
     let dlq = format!("dead_letter_{queue}");
     wait_queue(&transport, &dlq, 1, 0).await;
     let dead = collect(&transport, &dlq, 10, true).await;
@@ -276,33 +282,26 @@ async fn a_panicking_handler_restarts_its_worker_and_the_message_is_redelivered(
     let store = table.clone();
     let panicked = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&panicked);
-    let system = CqrsSystem::builder()
-        .config(CqrsConfig::default().with_queue(&queue).with_workers(2))
-        .replica(ReplicaModel::new(
-            "book",
-            handler_fn(move |event: ReplicaEvent| {
-                let (store, flag) = (store.clone(), Arc::clone(&flag));
-                async move {
-                    if event.pk() == 7 && !flag.swap(true, Ordering::SeqCst) {
-                        panic!("simulated bug on row 7");
+    let system = start(
+        CqrsSystem::builder()
+            .config(CqrsConfig::default().with_queue(&queue).with_workers(2))
+            .replica(ReplicaModel::new(
+                "book",
+                handler_fn(move |event: ReplicaEvent| {
+                    let (store, flag) = (store.clone(), Arc::clone(&flag));
+                    async move {
+                        if event.pk() == 7 && !flag.swap(true, Ordering::SeqCst) {
+                            panic!("simulated bug on row 7");
+                        }
+                        store.apply_event(&event)
                     }
-                    store.apply_event(&event)
-                }
-            }),
-        ))
-        .transport(transport.clone())
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("start: {e}"));
+                }),
+            )),
+        &transport,
+    )
+    .await;
     for id in 1..=10 {
-        transport
-            .publish(raw(
-                Route::broadcast("book"),
-                body(SignalType::Save, "book", row(id, 0, "x")),
-                "text/plain",
-            ))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        save(&transport, "book", row(id, 0, "x")).await;
     }
     wait_until("all 10 rows applied", PATIENCE, || async {
         table.len() == 10
@@ -326,29 +325,22 @@ async fn a_handler_that_always_panics_ends_in_the_dead_letter_queue() {
     support::init_tracing();
     let queue = unique("poison");
     let (transport, _broker) = MemoryBroker::default().start_transport();
-    let system = CqrsSystem::builder()
-        .config(
-            CqrsConfig::default()
-                .with_queue(&queue)
-                .with_max_retries(Some(1))
-                .with_retry_delay(Duration::from_millis(10)),
-        )
-        .replica(ReplicaModel::new(
-            "book",
-            handler_fn(|_: ReplicaEvent| async { panic!("always") }),
-        ))
-        .transport(transport.clone())
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("start: {e}"));
-    transport
-        .publish(raw(
-            Route::broadcast("book"),
-            body(SignalType::Save, "book", row(1, 0, "x")),
-            "text/plain",
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let system = start(
+        CqrsSystem::builder()
+            .config(
+                CqrsConfig::default()
+                    .with_queue(&queue)
+                    .with_max_retries(Some(1))
+                    .with_retry_delay(Duration::from_millis(10)),
+            )
+            .replica(ReplicaModel::new(
+                "book",
+                handler_fn(|_: ReplicaEvent| async { panic!("always") }),
+            )),
+        &transport,
+    )
+    .await;
+    save(&transport, "book", row(1, 0, "x")).await;
     let dlq = format!("dead_letter_{queue}");
     wait_queue(&transport, &dlq, 1, 0).await;
     wait_queue(&transport, &queue, 0, 0).await;
@@ -363,14 +355,14 @@ async fn only_direct_syncs_decides_by_routing_key() {
     let (transport, _broker) = MemoryBroker::default().start_transport();
     let audit = MemoryTable::new();
     let plain = MemoryTable::new();
-    let system = CqrsSystem::builder()
-        .config(CqrsConfig::default().with_queue(&queue))
-        .replica(ReplicaModel::new("audit", audit.clone()).with_only_direct_syncs(true))
-        .replica(ReplicaModel::new("plain", plain.clone()))
-        .transport(transport.clone())
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("start: {e}"));
+    let system = start(
+        CqrsSystem::builder()
+            .config(CqrsConfig::default().with_queue(&queue))
+            .replica(ReplicaModel::new("audit", audit.clone()).with_only_direct_syncs(true))
+            .replica(ReplicaModel::new("plain", plain.clone())),
+        &transport,
+    )
+    .await;
     let publish = |route: Route, id: &str, pk: i64| {
         transport.publish(raw(
             route,
@@ -409,36 +401,29 @@ async fn shutdown_finishes_in_flight_work_and_loses_nothing() {
     let (transport, _broker) = MemoryBroker::default().start_transport();
     let table = MemoryTable::new();
     let store = table.clone();
-    let system = CqrsSystem::builder()
-        .config(
-            CqrsConfig::default()
-                .with_queue(&queue)
-                .with_prefetch(20)
-                .with_batch_size(5),
-        )
-        .replica(ReplicaModel::new(
-            "book",
-            handler_fn(move |event: ReplicaEvent| {
-                let store = store.clone();
-                async move {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    store.apply_event(&event)
-                }
-            }),
-        ))
-        .transport(transport.clone())
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("start: {e}"));
+    let system = start(
+        CqrsSystem::builder()
+            .config(
+                CqrsConfig::default()
+                    .with_queue(&queue)
+                    .with_prefetch(20)
+                    .with_batch_size(5),
+            )
+            .replica(ReplicaModel::new(
+                "book",
+                handler_fn(move |event: ReplicaEvent| {
+                    let store = store.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        store.apply_event(&event)
+                    }
+                }),
+            )),
+        &transport,
+    )
+    .await;
     for id in 0..200 {
-        transport
-            .publish(raw(
-                Route::broadcast("book"),
-                body(SignalType::Save, "book", row(id, 0, "x")),
-                "text/plain",
-            ))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        save(&transport, "book", row(id, 0, "x")).await;
     }
     wait_until("some rows applied", PATIENCE, || async {
         table.len() >= 10
