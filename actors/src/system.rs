@@ -1,5 +1,6 @@
 //! [`CqrsSystem`]: what a service starts from its `main`, inside an actix system.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -242,30 +243,40 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    /// Publishes an envelope to a route and waits for the broker's confirm.
-    pub async fn publish(&self, envelope: Envelope, route: Route) -> Result<()> {
-        self.producer.send(Produce { envelope, route }).await?
+    /// Publishes an envelope to a route; the future resolves once the broker confirmed it.
+    /// The message is handed to the Producer when this is called (not when the future is first
+    /// polled), so messages keep the order of the calls and many can be in flight at once.
+    pub fn publish(
+        &self,
+        envelope: Envelope,
+        route: Route,
+    ) -> impl Future<Output = Result<()>> + 'static {
+        let request = self.producer.send(Produce { envelope, route });
+        async move { request.await? }
     }
 
     /// Publishes a SAVE of `instance_data` (which carries `cqrs_revision` and `cqrs_updated`).
-    pub async fn save(&self, cqrs_id: &str, instance_data: JsonObject) -> Result<()> {
+    pub fn save(
+        &self,
+        cqrs_id: &str,
+        instance_data: JsonObject,
+    ) -> impl Future<Output = Result<()>> + 'static {
         let route = Route::broadcast(cqrs_id);
         self.publish(
             Envelope::new(SignalType::Save, cqrs_id, instance_data),
             route,
         )
-        .await
     }
 
     /// Publishes a DELETE: `instance_data` is `{"id", "cqrs_revision", "cqrs_updated"}` as
     /// WIRE.md section 2 requires.
-    pub async fn delete(
+    pub fn delete(
         &self,
         cqrs_id: &str,
         pk: Value,
         revision: i64,
         updated: chrono::DateTime<chrono::Utc>,
-    ) -> Result<()> {
+    ) -> impl Future<Output = Result<()>> + 'static {
         let mut data = JsonObject::new();
         data.insert("id".into(), pk.clone());
         data.insert("cqrs_revision".into(), Value::from(revision));
@@ -274,16 +285,16 @@ impl Publisher {
             Value::String(crate::values::format_datetime(&updated)),
         );
         let envelope = Envelope::new(SignalType::Delete, cqrs_id, data).with_pk(pk);
-        self.publish(envelope, Route::broadcast(cqrs_id)).await
+        self.publish(envelope, Route::broadcast(cqrs_id))
     }
 
     /// Publishes a SYNC of `instance_data`, to every replica or to one replica `queue`.
-    pub async fn sync(
+    pub fn sync(
         &self,
         cqrs_id: &str,
         instance_data: JsonObject,
         queue: Option<&str>,
-    ) -> Result<()> {
+    ) -> impl Future<Output = Result<()>> + 'static {
         let route = match queue {
             Some(q) => Route::queue(q, cqrs_id),
             None => Route::broadcast(cqrs_id),
@@ -292,6 +303,5 @@ impl Publisher {
             Envelope::new(SignalType::Sync, cqrs_id, instance_data),
             route,
         )
-        .await
     }
 }
