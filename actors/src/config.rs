@@ -26,7 +26,6 @@
 //! `CQRS_REPLICA__MAX_RETRIES=5`, `CQRS_MODELS__AUTHOR__RETRY_DELAY=0.5`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -35,67 +34,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::retry::{Backoff, RetryPolicy};
-
-/// A broker URL whose password never appears in `Debug` or `Display`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SecretUrl(String);
-
-impl SecretUrl {
-    /// Wraps a URL.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self(url.into())
-    }
-
-    /// The URL itself, password included: for connecting, never for printing.
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The scheme (`memory`, `amqp`, `amqps`, `redis`, ...), lowercase.
-    #[must_use]
-    pub fn scheme(&self) -> String {
-        self.0
-            .split_once("://")
-            .map(|(s, _)| s.to_ascii_lowercase())
-            .unwrap_or_default()
-    }
-
-    /// The URL with the password replaced by `****`.
-    #[must_use]
-    pub fn redacted(&self) -> String {
-        let Some((scheme, rest)) = self.0.split_once("://") else {
-            return "****".to_owned();
-        };
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        match authority.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-                let masked = if userinfo.contains(':') {
-                    format!("{user}:****")
-                } else {
-                    user.to_owned()
-                };
-                format!("{scheme}://{masked}@{host}{tail}")
-            }
-            None => self.0.clone(),
-        }
-    }
-}
-
-impl fmt::Debug for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.redacted())
-    }
-}
-
-impl fmt::Display for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
+pub use crate::secret_url::SecretUrl;
 
 /// A time to live: seconds, or `"never"` in files (`None` here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

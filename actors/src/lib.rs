@@ -20,6 +20,7 @@ mod memory_table;
 mod registry;
 mod retry;
 pub mod revision;
+mod secret_url;
 mod system;
 mod telemetry;
 pub mod transport;
