@@ -172,17 +172,25 @@ impl Handler<Deliveries> for Router {
             .into_iter()
             .zip(&self.shards)
             .filter(|(batch, _)| !batch.is_empty())
-            .map(|(batch, shard)| shard.send(Apply(batch)))
+            .map(|(batch, shard)| {
+                let tags: Vec<_> = batch.iter().map(|i| i.tag).collect();
+                (tags, shard.send(Apply(batch)))
+            })
             .collect();
+        let transport = self.shared.transport.clone();
         let dead_sends: Vec<_> = dead
             .into_iter()
             .map(|req| self.dead_letters.send(req))
             .collect();
         let settle = self.shared.transport.settle(acks, Settlement::Ack);
         let fut = async move {
-            for result in join_all(sends).await {
+            let (tags, requests): (Vec<_>, Vec<_>) = sends.into_iter().unzip();
+            for (tags, result) in tags.into_iter().zip(join_all(requests).await) {
                 if let Err(e) = result {
-                    tracing::error!(error = %e, "a replica worker is gone; its deliveries will be redelivered");
+                    tracing::error!(error = %e, "a replica worker is gone; handing its deliveries back");
+                    if let Err(e) = transport.settle(tags, Settlement::Requeue).await {
+                        tracing::warn!(error = %e, "requeue failed; the deliveries come back when the consumer is released");
+                    }
                 }
             }
             join_all(dead_sends).await;
