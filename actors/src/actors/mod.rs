@@ -23,7 +23,7 @@ use crate::handler::ReplicaEvent;
 use crate::registry::Registry;
 use crate::retry::RetryPolicy;
 use crate::telemetry::Metrics;
-use crate::transport::{DeliveryTag, TransportHandle};
+use crate::transport::{DeliveryTag, Settlement, TransportHandle};
 
 pub(crate) use dead_letter::{DeadLetterRequest, DeadLetterer};
 pub use producer::{Produce, Producer};
@@ -48,11 +48,33 @@ impl ReplicaShared {
             .and_then(|m| m.retry_policy().cloned())
             .unwrap_or_else(|| self.config.retry_policy(cqrs_id))
     }
+
+    /// Hands deliveries back for redelivery when the actor they were sent to is gone, so a
+    /// closed mailbox never leaves them unacknowledged for the life of the consumer.
+    pub async fn hand_back_if_gone<T>(
+        &self,
+        tags: Vec<DeliveryTag>,
+        sent: Result<T, MailboxError>,
+        to: &str,
+    ) {
+        let Err(e) = sent else { return };
+        tracing::error!(error = %e, actor = to, deliveries = tags.len(), "actor is gone; handing its deliveries back");
+        self.metrics.add_requeued(tags.len() as u64);
+        if let Err(e) = self.transport.settle(tags, Settlement::Requeue).await {
+            tracing::warn!(error = %e, "requeue failed; the deliveries come back when the consumer is released");
+        }
+    }
 }
 
 /// A decoded delivery on its way through the replica actors.
 pub(crate) struct Incoming {
     pub event: ReplicaEvent,
+    pub delivered: Delivered,
+}
+
+/// Everything about an incoming message but the decoded event, so that a batch of events can
+/// be lent to a handler without copying them.
+pub(crate) struct Delivered {
     pub tag: DeliveryTag,
     pub codec: Codec,
     /// The body as received, kept for the dead-letter queue.

@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use futures_util::future::join_all;
 use tokio::sync::oneshot;
 
-use super::{Drain, IdleWaiters, Incoming, ReplicaShared, Retrier, RetryRequest};
+use super::{Delivered, Drain, IdleWaiters, Incoming, ReplicaShared, Retrier, RetryRequest};
 use crate::error::{Error, ErrorKind};
 use crate::handler::{Applied, ReplicaEvent, Skip};
 use crate::transport::Settlement;
@@ -178,17 +178,24 @@ async fn apply_batch(
             continue;
         };
         let handler = Arc::clone(model.handler());
-        let events: Vec<ReplicaEvent> = group.iter().map(|i| i.event.clone()).collect();
+        // Lend the events to the handler without copying them; rejoin them afterwards.
+        let (events, delivered): (Vec<ReplicaEvent>, Vec<Delivered>) =
+            group.into_iter().map(|i| (i.event, i.delivered)).unzip();
         let outcome = AssertUnwindSafe(handler.apply_batch(&events))
             .catch_unwind()
             .await;
+        let count = events.len();
+        let group = events
+            .into_iter()
+            .zip(delivered)
+            .map(|(event, delivered)| Incoming { event, delivered });
         match outcome {
-            Ok(results) if results.len() == group.len() => {
-                for (incoming, result) in group.into_iter().zip(results) {
+            Ok(results) if results.len() == count => {
+                for (incoming, result) in group.zip(results) {
                     match result {
                         Ok(applied) => {
-                            log_applied(&shared, &incoming, applied);
-                            acks.push(incoming.tag);
+                            log_applied(&shared, &incoming.delivered.span, applied);
+                            acks.push(incoming.delivered.tag);
                         }
                         Err(e) => failures.push((incoming, e)),
                     }
@@ -198,14 +205,13 @@ async fn apply_batch(
                 let n = results.len();
                 for incoming in group {
                     let err = Error::handler(format!(
-                        "apply_batch returned {n} results for {} events",
-                        events.len()
+                        "apply_batch returned {n} results for {count} events"
                     ));
                     failures.push((incoming, err));
                 }
             }
             Err(_) => {
-                tracing::error!(event = "panicked", cqrs_id = %cqrs_id, events = group.len(), "replica handler panicked");
+                tracing::error!(event = "panicked", cqrs_id = %cqrs_id, events = count, "replica handler panicked");
                 panicked.extend(group);
             }
         }
@@ -216,15 +222,13 @@ async fn apply_batch(
     let mut requeue = Vec::new();
     for incoming in panicked.drain(..) {
         if incoming.event.is_redelivered() {
-            failures.push((
-                incoming,
-                Error::new(
-                    ErrorKind::Panic,
-                    "the replica handler panicked on a redelivered message",
-                ),
-            ));
+            let err = Error::new(
+                ErrorKind::Panic,
+                "the replica handler panicked on a redelivered message",
+            );
+            failures.push((incoming, err));
         } else {
-            requeue.push(incoming.tag);
+            requeue.push(incoming.delivered.tag);
         }
     }
     let panicked =
@@ -237,12 +241,17 @@ async fn apply_batch(
         .into_iter()
         .map(|(incoming, error)| {
             incoming
+                .delivered
                 .span
                 .in_scope(|| tracing::warn!(event = "failed", error = %error, "CQRS is failed"));
-            retrier.send(RetryRequest { incoming, error })
+            let tag = incoming.delivered.tag;
+            (tag, retrier.send(RetryRequest { incoming, error }))
         })
         .collect();
-    join_all(sends).await;
+    let (tags, requests): (Vec<_>, Vec<_>) = sends.into_iter().unzip();
+    for (tag, sent) in tags.into_iter().zip(join_all(requests).await) {
+        shared.hand_back_if_gone(vec![tag], sent, "retrier").await;
+    }
     if panicked {
         BatchEnd::Panicked
     } else {
@@ -250,8 +259,8 @@ async fn apply_batch(
     }
 }
 
-fn log_applied(shared: &ReplicaShared, incoming: &Incoming, applied: Applied) {
-    let _enter = incoming.span.enter();
+fn log_applied(shared: &ReplicaShared, span: &tracing::Span, applied: Applied) {
+    let _enter = span.enter();
     match applied {
         Applied::Created | Applied::Updated | Applied::Deleted => {
             shared.metrics.add_applied(1);

@@ -56,7 +56,11 @@ impl Handler<RetryRequest> for Retrier {
             .retry_policy(incoming.event.cqrs_id())
             .decide(incoming.event.envelope().retries, &error);
         let fut = async move {
-            let (tag, codec, span) = (incoming.tag, incoming.codec, incoming.span.clone());
+            let (tag, codec, span) = (
+                incoming.delivered.tag,
+                incoming.delivered.codec,
+                incoming.delivered.span.clone(),
+            );
             let envelope = incoming.event.envelope();
             match decision {
                 RetryDecision::Retry { delay } => {
@@ -64,9 +68,8 @@ impl Handler<RetryRequest> for Retrier {
                     let body = match codec.encode(&copy) {
                         Ok(body) => body,
                         Err(e) => {
-                            let _ = dead_letters
-                                .send(dead_letter(incoming, "invalid_data", e.to_string()))
-                                .await;
+                            let request = dead_letter(incoming, "invalid_data", e.to_string());
+                            send_dead_letter(&shared, &dead_letters, request).await;
                             return;
                         }
                     };
@@ -100,9 +103,8 @@ impl Handler<RetryRequest> for Retrier {
                     }
                 }
                 RetryDecision::DeadLetter { reason } => {
-                    let _ = dead_letters
-                        .send(dead_letter(incoming, reason, error.to_string()))
-                        .await;
+                    let request = dead_letter(incoming, reason, error.to_string());
+                    send_dead_letter(&shared, &dead_letters, request).await;
                 }
             }
         };
@@ -115,16 +117,29 @@ impl Handler<RetryRequest> for Retrier {
     }
 }
 
+/// Hands a dead letter to the DeadLetterer, or the delivery back if that actor is gone.
+async fn send_dead_letter(
+    shared: &ReplicaShared,
+    dead_letters: &Addr<DeadLetterer>,
+    request: DeadLetterRequest,
+) {
+    let tag = request.tag;
+    let sent = dead_letters.send(request).await;
+    shared
+        .hand_back_if_gone(vec![tag], sent, "dead-letterer")
+        .await;
+}
+
 /// The dead letter of a decoded message: the body as it was received (its `retries` unchanged).
 pub(super) fn dead_letter(incoming: Incoming, reason: &str, error: String) -> DeadLetterRequest {
     DeadLetterRequest {
-        tag: incoming.tag,
+        tag: incoming.delivered.tag,
         cqrs_id: Some(incoming.event.cqrs_id().to_owned()),
-        body: incoming.body,
-        content_type: incoming.content_type,
+        body: incoming.delivered.body,
+        content_type: incoming.delivered.content_type,
         reason: reason.to_owned(),
         error,
-        span: incoming.span,
+        span: incoming.delivered.span,
     }
 }
 

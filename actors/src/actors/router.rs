@@ -8,9 +8,12 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use chrono::Utc;
+use futures_util::FutureExt;
 use futures_util::future::join_all;
 
-use super::{Apply, DeadLetterRequest, DeadLetterer, Drain, Incoming, ReplicaApply, ReplicaShared};
+use super::{
+    Apply, DeadLetterRequest, DeadLetterer, Delivered, Drain, Incoming, ReplicaApply, ReplicaShared,
+};
 use crate::codec::Codec;
 use crate::envelope::SignalType;
 use crate::error::{Error, ErrorKind};
@@ -132,11 +135,13 @@ impl Router {
             shard,
             Incoming {
                 event,
-                tag,
-                codec,
-                body,
-                content_type,
-                span,
+                delivered: Delivered {
+                    tag,
+                    codec,
+                    body,
+                    content_type,
+                    span,
+                },
             },
         )
     }
@@ -173,27 +178,23 @@ impl Handler<Deliveries> for Router {
             .zip(&self.shards)
             .filter(|(batch, _)| !batch.is_empty())
             .map(|(batch, shard)| {
-                let tags: Vec<_> = batch.iter().map(|i| i.tag).collect();
-                (tags, shard.send(Apply(batch)))
+                let tags: Vec<_> = batch.iter().map(|i| i.delivered.tag).collect();
+                (tags, shard.send(Apply(batch)).boxed_local())
             })
-            .collect();
-        let transport = self.shared.transport.clone();
-        let dead_sends: Vec<_> = dead
-            .into_iter()
-            .map(|req| self.dead_letters.send(req))
+            .chain(
+                dead.into_iter()
+                    .map(|req| (vec![req.tag], self.dead_letters.send(req).boxed_local())),
+            )
             .collect();
         let settle = self.shared.transport.settle(acks, Settlement::Ack);
+        let shared = Arc::clone(&self.shared);
         let fut = async move {
             let (tags, requests): (Vec<_>, Vec<_>) = sends.into_iter().unzip();
-            for (tags, result) in tags.into_iter().zip(join_all(requests).await) {
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "a replica worker is gone; handing its deliveries back");
-                    if let Err(e) = transport.settle(tags, Settlement::Requeue).await {
-                        tracing::warn!(error = %e, "requeue failed; the deliveries come back when the consumer is released");
-                    }
-                }
+            for (tags, sent) in tags.into_iter().zip(join_all(requests).await) {
+                shared
+                    .hand_back_if_gone(tags, sent, "replica worker or dead-letterer")
+                    .await;
             }
-            join_all(dead_sends).await;
             if let Err(e) = settle.await {
                 tracing::warn!(error = %e, "ack of skipped deliveries failed; they will be redelivered");
             }
