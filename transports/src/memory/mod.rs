@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use cqrs_actors::transport::{
-    Cancel, ConsumerTag, Declare, Deliveries, Delivery, DeliveryTag, Headers, Inspect, Park,
-    Publish, PublishDeadLetter, QueueStats, Settle, Settlement, Subscribe,
+    Cancel, ConsumerTag, Declare, Deliveries, Delivery, DeliveryTag, Headers, Inspect,
+    OutgoingMessage, Park, Publish, PublishDeadLetter, QueueStats, Settle, Settlement, Subscribe,
 };
 use cqrs_actors::{Error, ErrorKind, Result, TransportHandle};
 
@@ -37,6 +37,19 @@ struct Message {
     headers: Headers,
     redelivered: bool,
     expires_at: Option<Instant>,
+}
+
+impl From<OutgoingMessage> for Message {
+    fn from(msg: OutgoingMessage) -> Self {
+        Self {
+            routing_key: msg.route.routing_key(),
+            body: msg.body,
+            content_type: Some(msg.content_type),
+            headers: msg.headers,
+            redelivered: false,
+            expires_at: msg.expiration.map(|d| Instant::now() + d),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -122,15 +135,18 @@ impl MemoryBroker {
             .insert(queue.to_owned());
     }
 
+    fn is_routable(&self, routing_key: &str) -> bool {
+        self.bindings
+            .get(routing_key)
+            .is_some_and(|queues| !queues.is_empty())
+    }
+
     /// Routes a message by its routing key to every bound queue; `false` when none is bound.
     fn route(&mut self, message: Message, ctx: &mut Context<Self>) -> bool {
-        let Some(queues) = self.bindings.get(&message.routing_key) else {
-            return false;
+        let queues: Vec<String> = match self.bindings.get(&message.routing_key) {
+            Some(bound) if !bound.is_empty() => bound.iter().cloned().collect(),
+            _ => return false,
         };
-        if queues.is_empty() {
-            return false;
-        }
-        let queues: Vec<String> = queues.iter().cloned().collect();
         for q in &queues {
             self.queues
                 .entry(q.clone())
@@ -314,6 +330,13 @@ impl MemoryBroker {
     }
 }
 
+fn unroutable(routing_key: &str) -> Error {
+    Error::new(
+        ErrorKind::Unroutable,
+        format!("no queue is bound to routing key {routing_key:?}"),
+    )
+}
+
 impl Actor for MemoryBroker {
     type Context = Context<Self>;
 
@@ -348,22 +371,12 @@ impl Handler<Publish> for MemoryBroker {
     type Result = Result<()>;
 
     fn handle(&mut self, Publish(msg): Publish, ctx: &mut Context<Self>) -> Result<()> {
-        let routing_key = msg.route.routing_key();
-        let message = Message {
-            routing_key: routing_key.clone(),
-            body: msg.body,
-            content_type: Some(msg.content_type),
-            headers: msg.headers,
-            redelivered: false,
-            expires_at: msg.expiration.map(|d| Instant::now() + d),
-        };
+        let message = Message::from(msg);
+        let routing_key = message.routing_key.clone();
         if self.route(message, ctx) {
             Ok(())
         } else {
-            Err(Error::new(
-                ErrorKind::Unroutable,
-                format!("no queue is bound to routing key {routing_key:?}"),
-            ))
+            Err(unroutable(&routing_key))
         }
     }
 }
@@ -462,21 +475,19 @@ impl Handler<Cancel> for MemoryBroker {
 impl Handler<Park> for MemoryBroker {
     type Result = Result<()>;
 
+    /// Refuses a copy that could never come back (no queue bound to its routing key), so the
+    /// caller keeps the original instead of acknowledging it.
     fn handle(&mut self, msg: Park, ctx: &mut Context<Self>) -> Result<()> {
         let routing_key = msg.message.route.routing_key();
+        if !self.is_routable(&routing_key) {
+            return Err(unroutable(&routing_key));
+        }
         self.parked.push(ParkRecord {
             routing_key: routing_key.clone(),
             delay: msg.delay,
             body: msg.message.body.clone(),
         });
-        let message = Message {
-            routing_key,
-            body: msg.message.body,
-            content_type: Some(msg.message.content_type),
-            headers: msg.message.headers,
-            redelivered: false,
-            expires_at: None,
-        };
+        let message = Message::from(msg.message);
         ctx.run_later(msg.delay, move |act, ctx| {
             let key = message.routing_key.clone();
             if !act.route(message, ctx) {
