@@ -53,15 +53,9 @@ impl Vhost {
         RabbitMqConfig::from_url(&self.url()).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Closes every connection to this virtual host from the broker side, off the runtime.
+    /// Closes every connection to this virtual host from the broker side.
     pub async fn close_all_connections(&self) {
-        let name = self.name.clone();
-        tokio::task::spawn_blocking(move || {
-            rabbitmqctl(&["close_all_connections", "--vhost", &name, "fault test"])
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+        close_all_connections(self.name.clone()).await;
     }
 
     /// Ready message count of `queue`, as the broker tells it.
@@ -97,4 +91,14 @@ pub async fn connect(config: RabbitMqConfig) -> (TransportHandle, Addr<RabbitMqT
     RabbitMqTransport::connect(config)
         .await
         .unwrap_or_else(|e| panic!("RabbitMQ on 127.0.0.1:5672: {e}"))
+}
+
+/// Closes every connection to virtual host `vhost` from the broker side, off the runtime.
+pub async fn close_all_connections(vhost: String) {
+    tokio::task::spawn_blocking(move || {
+        rabbitmqctl(&["close_all_connections", "--vhost", &vhost, "fault test"])
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap_or_else(|e| panic!("{e}"));
 }
