@@ -161,6 +161,12 @@ impl RabbitMqConfig {
         Ok(config)
     }
 
+    /// The URL and exchange of a service's [`CqrsConfig`](cqrs_actors::CqrsConfig) (its
+    /// `url` must be `amqp://` or `amqps://`).
+    pub fn from_cqrs_config(config: &cqrs_actors::CqrsConfig) -> Result<Self> {
+        Ok(Self::from_url(config.url().expose())?.with_exchange(config.exchange()))
+    }
+
     /// The exchange (default `cqrs`).
     #[must_use]
     pub fn with_exchange(mut self, exchange: impl Into<String>) -> Self {
@@ -475,6 +481,22 @@ mod tests {
                 Err(ErrorKind::Config)
             );
         }
+    }
+
+    #[test]
+    fn a_service_configuration_gives_url_and_exchange() {
+        let service = cqrs_actors::CqrsConfig::default()
+            .with_url("amqp://svc:pw@broker/billing")
+            .with_exchange("events");
+        let c = RabbitMqConfig::from_cqrs_config(&service).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((c.exchange(), c.vhost()), ("events", "billing"));
+        let memory = cqrs_actors::CqrsConfig::default();
+        assert_eq!(
+            RabbitMqConfig::from_cqrs_config(&memory)
+                .map(|_| ())
+                .map_err(|e| e.kind()),
+            Err(ErrorKind::Config)
+        );
     }
 
     #[test]
