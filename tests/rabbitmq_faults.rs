@@ -70,10 +70,10 @@ async fn the_broker_closing_every_connection_mid_stream_loses_nothing() {
         if i == 10 {
             close = Some(actix_rt::spawn(close_all_connections(vhost.name.clone())));
         }
-        if start == rows {
-            if let Some(c) = close.take() {
-                c.await.unwrap_or_else(|e| panic!("{e}"));
-            }
+        if start == rows
+            && let Some(c) = close.take()
+        {
+            c.await.unwrap_or_else(|e| panic!("{e}"));
         }
     }
     let expected: BTreeMap<String, i64> = (1..=rows).map(|id| (id.to_string(), 1)).collect();
