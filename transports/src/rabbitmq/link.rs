@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix::Recipient;
+use actix::WeakRecipient;
 use actix::prelude::Message;
 use cqrs_actors::transport::Declare;
 use cqrs_actors::{Error, Result};
@@ -59,12 +59,12 @@ pub(crate) async fn wait_link(
 }
 
 /// Starts the task that keeps a connection up. It ends, closing the connection, once every
-/// sender of `lost` is dropped.
+/// sender of `lost` is dropped or the transport actor is gone.
 pub(crate) fn spawn(
     config: Arc<RabbitMqConfig>,
     topology: Arc<Mutex<Vec<Declare>>>,
     link: watch::Sender<Option<Arc<Link>>>,
-    up: Recipient<LinkUp>,
+    up: WeakRecipient<LinkUp>,
 ) -> mpsc::UnboundedSender<u64> {
     let (lost_tx, lost_rx) = mpsc::unbounded_channel();
     tokio::spawn(run(config, topology, link, up, lost_rx));
@@ -75,7 +75,7 @@ async fn run(
     config: Arc<RabbitMqConfig>,
     topology: Arc<Mutex<Vec<Declare>>>,
     link_tx: watch::Sender<Option<Arc<Link>>>,
-    up: Recipient<LinkUp>,
+    up: WeakRecipient<LinkUp>,
     mut lost: mpsc::UnboundedReceiver<u64>,
 ) {
     let (min, max) = config.reconnect_backoff();
@@ -92,7 +92,11 @@ async fn run(
                     "RabbitMQ connection up"
                 );
                 link_tx.send_replace(Some(Arc::clone(&link)));
-                if up.send(LinkUp(Arc::clone(&link))).await.is_err() {
+                let told = match up.upgrade() {
+                    Some(actor) => actor.send(LinkUp(Arc::clone(&link))).await.is_ok(),
+                    None => false,
+                };
+                if !told {
                     return close(&link).await;
                 }
                 let stop = watch_loss(&link, events, &mut lost).await;

@@ -97,7 +97,7 @@ impl RabbitMqTransport {
                 Arc::clone(&config),
                 Arc::clone(&topology),
                 link_tx,
-                ctx.address().recipient(),
+                ctx.address().recipient().downgrade(),
             );
             let publisher = Publisher::spawn(
                 link_rx.clone(),
@@ -130,7 +130,11 @@ impl RabbitMqTransport {
         let deadline = Instant::now() + config.publish_timeout();
         let (handle, addr) = Self::start(config);
         let mut link = addr.send(CurrentLink).await?;
-        wait_link(&mut link, None, deadline).await?;
+        if let Err(e) = wait_link(&mut link, None, deadline).await {
+            // Nobody will use this transport: stop it, and with it the reconnect attempts.
+            let _ = addr.send(Stop).await;
+            return Err(e);
+        }
         Ok((handle, addr))
     }
 
@@ -258,6 +262,29 @@ impl Actor for RabbitMqTransport {
         // The framework bounds in-flight work with windows and prefetch; a small mailbox here
         // would only risk reordering sends that wait for room.
         ctx.set_mailbox_capacity(1 << 20);
+    }
+
+    /// Closes the consuming channels, which ends their tasks and hands their unacknowledged
+    /// deliveries back to the broker; the publisher and connection tasks then end too.
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        for entry in self.channels.drain().map(|(_, e)| e) {
+            actix::spawn(async move {
+                let _ = entry.channel.close(200, "transport stopped".into()).await;
+            });
+        }
+    }
+}
+
+/// Stops the transport (a failed [`RabbitMqTransport::connect`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Stop;
+
+impl Handler<Stop> for RabbitMqTransport {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 
