@@ -211,6 +211,41 @@ mod transport_specific {
     }
 
     #[actix_rt::test]
+    async fn a_cancelled_consumer_still_settles_what_it_holds() {
+        let names = Names::new("rmq", "cancel_then_ack");
+        let (t, addr) = start(&names, config()).await;
+        let (q, x) = (names.queue("q"), names.cqrs_id("x"));
+        declare(&t, &q, &x).await;
+        let c = collect(&t, &q, 10, false).await;
+        for i in 0..5 {
+            t.publish(message(Route::broadcast(&x), &i.to_string()))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let held = c.wait_for(5, "held deliveries").await;
+        t.cancel(c.consumer, false)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Let the end of the consumer stream reach the transport before settling.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        t.settle(
+            held.iter().map(|d| d.tag).collect(),
+            cqrs_actors::transport::Settlement::Ack,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        t.cancel(c.consumer, true)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stats = t.inspect(&q).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            stats.ready, 0,
+            "acks after a cancel count; nothing comes back on release"
+        );
+        teardown(&addr).await;
+    }
+
+    #[actix_rt::test]
     async fn an_unreachable_broker_is_a_transport_error() {
         let config = RabbitMqConfig::from_url("amqp://guest:guest@127.0.0.1:1/%2f")
             .unwrap_or_else(|e| panic!("{e}"))

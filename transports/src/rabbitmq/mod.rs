@@ -316,18 +316,28 @@ impl Handler<LinkUp> for RabbitMqTransport {
 impl Handler<ChannelGone> for RabbitMqTransport {
     type Result = ();
 
+    /// A cancelled consumer's channel stays open (its deliveries can still be settled) until
+    /// the consumer is released; any other ended channel is replaced.
     fn handle(&mut self, msg: ChannelGone, ctx: &mut Context<Self>) {
-        let Some(entry) = self.channels.remove(&msg.id) else {
+        let Some(entry) = self.channels.get(&msg.id) else {
             return;
         };
+        let tag = entry.consumer;
         if msg.consumer_gone {
-            self.consumers.remove(&entry.consumer);
+            self.channels.remove(&msg.id);
+            self.consumers.remove(&tag);
             return;
         }
-        let tag = entry.consumer;
-        ctx.run_later(Duration::from_millis(200), move |act, ctx| {
-            act.ensure_consumers(tag, ctx);
-        });
+        let active = self.consumers.get(&tag).is_some_and(|c| c.active);
+        if !active && entry.channel.status().connected() {
+            return;
+        }
+        self.channels.remove(&msg.id);
+        if active {
+            ctx.run_later(Duration::from_millis(200), move |act, ctx| {
+                act.ensure_consumers(tag, ctx);
+            });
+        }
     }
 }
 
