@@ -246,6 +246,30 @@ mod transport_specific {
     }
 
     #[actix_rt::test]
+    async fn only_the_chosen_cqrs_ids_are_bound() {
+        let names = Names::new("rmq", "bind_only");
+        let (kept, skipped) = (names.cqrs_id("kept"), names.cqrs_id("skipped"));
+        let (t, addr) = start(&names, config().with_bind_only([kept.clone()])).await;
+        let q = names.queue("q");
+        t.declare(Declare {
+            queue: q.clone(),
+            dead_letter_queue: format!("{q}_dlq"),
+            cqrs_ids: vec![kept.clone(), skipped.clone()],
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        t.publish(message(Route::broadcast(&kept), "{}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = t
+            .publish(message(Route::broadcast(&skipped), "{}"))
+            .await
+            .expect_err("no binding for an id left out");
+        assert_eq!(err.kind(), ErrorKind::Unroutable);
+        teardown(&addr).await;
+    }
+
+    #[actix_rt::test]
     async fn an_unreachable_broker_is_a_transport_error() {
         let config = RabbitMqConfig::from_url("amqp://guest:guest@127.0.0.1:1/%2f")
             .unwrap_or_else(|e| panic!("{e}"))
