@@ -121,7 +121,7 @@ async fn a_poison_message_is_parked_max_retries_times_then_dead_lettered_while_o
     let attempts = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&attempts);
     let good = MemoryTable::new();
-    let delay = Duration::from_secs(1);
+    let delay = Duration::from_secs(2);
     let system = CqrsSystem::builder()
         .config(CqrsConfig::default().with_queue(queue).with_workers(2))
         .replica(
@@ -158,7 +158,7 @@ async fn a_poison_message_is_parked_max_retries_times_then_dead_lettered_while_o
     })
     .await;
     let dlq = format!("dead_letter_{queue}");
-    // The retries wait three times a second in the broker; the good messages did not wait.
+    // The retries wait three times two seconds in the broker; the good messages did not wait.
     let before = transport
         .inspect(&dlq)
         .await
