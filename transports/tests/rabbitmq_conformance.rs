@@ -281,6 +281,17 @@ mod transport_specific {
     }
 
     #[actix_rt::test]
+    async fn a_wrong_password_is_refused() {
+        let config = RabbitMqConfig::from_url("amqp://guest:not-the-password@127.0.0.1:5672/%2f")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_publish_timeout(Duration::from_millis(500));
+        let err = RabbitMqTransport::connect(config)
+            .await
+            .expect_err("the broker refuses the login");
+        assert_eq!(err.kind(), ErrorKind::Transport);
+    }
+
+    #[actix_rt::test]
     async fn parking_a_copy_no_declared_queue_takes_back_is_refused() {
         let names = Names::new("rmq", "park_refused");
         let (t, addr) = start(&names, config()).await;

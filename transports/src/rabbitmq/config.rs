@@ -296,6 +296,13 @@ impl RabbitMqConfig {
         self.connection_name.as_deref()
     }
 
+    /// The user and password, for SASL PLAIN.
+    pub(crate) fn credentials(&self) -> (&str, &str) {
+        (&self.user, &self.password)
+    }
+
+    /// The URI lapin connects to, without the password: lapin's TCP layer traces the URI it
+    /// is given, so the password travels only through the SASL provider (see `link.rs`).
     pub(crate) fn amqp_uri(&self) -> AMQPUri {
         AMQPUri {
             scheme: if self.tls {
@@ -306,7 +313,7 @@ impl RabbitMqConfig {
             authority: AMQPAuthority {
                 userinfo: AMQPUserInfo {
                     username: self.user.clone(),
-                    password: self.password.clone(),
+                    password: String::new(),
                 },
                 host: self.host.clone(),
                 port: self.port,
@@ -412,7 +419,11 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         let uri = c.amqp_uri();
         assert_eq!(uri.authority.userinfo.username, "svc");
-        assert_eq!(uri.authority.userinfo.password, "p@ss");
+        assert_eq!(c.credentials(), ("svc", "p@ss"));
+        assert_eq!(
+            uri.authority.userinfo.password, "",
+            "the password stays out of the URI"
+        );
         assert_eq!(uri.authority.host, "broker.local");
         assert_eq!(uri.authority.port, 5673);
         assert_eq!(uri.vhost, "billing/prod");

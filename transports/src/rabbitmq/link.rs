@@ -12,7 +12,9 @@ use actix::prelude::Message;
 use cqrs_actors::transport::Declare;
 use cqrs_actors::{Error, Result};
 use futures_util::StreamExt;
+use lapin::auth::AuthProvider;
 use lapin::options::ConfirmSelectOptions;
+use lapin::types::{LongString, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, Event};
 use tokio::sync::{mpsc, watch};
 
@@ -153,12 +155,36 @@ async fn watch_loss(
     }
 }
 
+/// SASL PLAIN with credentials held here rather than in the URI.
+struct PlainAuth {
+    user: String,
+    password: String,
+}
+
+impl AuthProvider for PlainAuth {
+    fn mechanism(&self) -> ShortString {
+        "PLAIN".into()
+    }
+
+    fn auth_starter(&self) -> std::result::Result<LongString, String> {
+        let mut response = vec![0];
+        response.extend_from_slice(self.user.as_bytes());
+        response.push(0);
+        response.extend_from_slice(self.password.as_bytes());
+        Ok(LongString::from(response))
+    }
+}
+
 async fn connect(
     config: &RabbitMqConfig,
     generation: u64,
     topology: &Mutex<Vec<Declare>>,
 ) -> Result<(Arc<Link>, Events)> {
-    let mut props = ConnectionProperties::default();
+    let (user, password) = config.credentials();
+    let mut props = ConnectionProperties::default().with_auth_provider(PlainAuth {
+        user: user.to_owned(),
+        password: password.to_owned(),
+    });
     if let Some(name) = config.connection_name() {
         props = props.with_connection_name(name.as_bytes().to_vec().into());
     }
