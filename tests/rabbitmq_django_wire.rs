@@ -26,6 +26,7 @@ use cqrs_sync::transports::rabbitmq::{RabbitMqConfig, RabbitMqTransport, Teardow
 use cqrs_sync::{
     CqrsConfig, CqrsSystem, JsonObject, MasterModel, MemoryTable, ReplicaModel, TransportHandle,
 };
+use cqrs_transports::conformance::run_check;
 use serde_json::{Value, json};
 use support::{unique, wait_until};
 
@@ -250,18 +251,23 @@ async fn a_django_master_feeds_a_rust_replica() {
     // only the directed (1-5) and broadcast (6-10) syncs bring them to the replica.
     master.run(&["wire_master", "before"]);
     let (t, addr) = transport(&exchange).await;
-    let (replica, table) = rust_replica(&t, &rust_queue).await;
-    master.run(&["wire_master", "main", "--queue", &rust_queue]);
-    let expected = master.table();
-    assert_eq!(expected.len(), 60 - 7, "60 authors less 7 deleted");
-    wait_until(
-        "the Rust replica equals the Django master",
-        PATIENCE,
-        || async { rust_table(&table) == expected },
+    run_check(
+        async {
+            let (replica, table) = rust_replica(&t, &rust_queue).await;
+            master.run(&["wire_master", "main", "--queue", &rust_queue]);
+            let expected = master.table();
+            assert_eq!(expected.len(), 60 - 7, "60 authors less 7 deleted");
+            wait_until(
+                "the Rust replica equals the Django master",
+                PATIENCE,
+                || async { rust_table(&table) == expected },
+            )
+            .await;
+            replica.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+        },
+        teardown(&addr),
     )
     .await;
-    replica.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
-    teardown(&addr).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -288,66 +294,71 @@ async fn a_rust_master_feeds_a_django_replica() {
     let dj_queue = unique("dj_replica");
     let django = Django::new("replica", &dir, &exchange, &dj_queue);
     let (t, addr) = transport(&exchange).await;
-    declare_django_queue(&t, &dj_queue).await;
-    let _consumer = django.consume();
-    let master = CqrsSystem::builder()
-        .master(MasterModel::new("author"))
-        .transport(t.clone())
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let p = master.publisher();
-    let mut expected = Table::new();
-    for id in 1..=40 {
-        let name = format!("rust author {id} \u{e9} \"q\" / s");
-        let birth =
-            (id % 3 != 0).then(|| format!("19{:02}-0{}-1{}", 50 + id % 40, 1 + id % 9, id % 10));
-        let rating = format!("{}.{:02}", id % 50, (id * 7) % 100);
-        p.save("author", author(id, 0, &name, &rating, birth.as_deref()))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let (_, row) = normalise(
-            &Value::Object(author(id, 0, &name, &rating, birth.as_deref())),
-            0,
-        );
-        expected.insert(id, row);
-    }
-    for id in (1..=40).step_by(3) {
-        let name = format!("rust author {id} v1");
-        p.save("author", author(id, 1, &name, "9.99", None))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        expected.insert(
-            id,
-            normalise(&Value::Object(author(id, 1, &name, "9.99", None)), 1).1,
-        );
-    }
-    for id in (5..=40).step_by(7) {
-        let revision = expected.get(&id).map_or(0, |r| r.3) + 1;
-        p.delete("author", Value::from(id), revision, chrono::Utc::now())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        expected.remove(&id);
-    }
-    // A SYNC directed at the Django queue and a broadcast one, same revision, new content.
-    for (id, queue) in [(2, Some(dj_queue.as_str())), (3, None)] {
-        let revision = expected.get(&id).map_or(0, |r| r.3);
-        let data = author(
-            id,
-            revision,
-            &format!("synced {id}"),
-            "1.50",
-            Some("2000-01-01"),
-        );
-        p.sync("author", data.clone(), queue)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        expected.insert(id, normalise(&Value::Object(data), revision).1);
-    }
-    wait_django(&django, &expected).await;
-    master.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
-    drop(_consumer);
-    teardown(&addr).await;
+    run_check(
+        async {
+            declare_django_queue(&t, &dj_queue).await;
+            let _consumer = django.consume();
+            let master = CqrsSystem::builder()
+                .master(MasterModel::new("author"))
+                .transport(t.clone())
+                .start()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let p = master.publisher();
+            let mut expected = Table::new();
+            for id in 1..=40 {
+                let name = format!("rust author {id} \u{e9} \"q\" / s");
+                let birth = (id % 3 != 0)
+                    .then(|| format!("19{:02}-0{}-1{}", 50 + id % 40, 1 + id % 9, id % 10));
+                let rating = format!("{}.{:02}", id % 50, (id * 7) % 100);
+                p.save("author", author(id, 0, &name, &rating, birth.as_deref()))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let (_, row) = normalise(
+                    &Value::Object(author(id, 0, &name, &rating, birth.as_deref())),
+                    0,
+                );
+                expected.insert(id, row);
+            }
+            for id in (1..=40).step_by(3) {
+                let name = format!("rust author {id} v1");
+                p.save("author", author(id, 1, &name, "9.99", None))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                expected.insert(
+                    id,
+                    normalise(&Value::Object(author(id, 1, &name, "9.99", None)), 1).1,
+                );
+            }
+            for id in (5..=40).step_by(7) {
+                let revision = expected.get(&id).map_or(0, |r| r.3) + 1;
+                p.delete("author", Value::from(id), revision, chrono::Utc::now())
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                expected.remove(&id);
+            }
+            // A SYNC directed at the Django queue and a broadcast one, same revision, new content.
+            for (id, queue) in [(2, Some(dj_queue.as_str())), (3, None)] {
+                let revision = expected.get(&id).map_or(0, |r| r.3);
+                let data = author(
+                    id,
+                    revision,
+                    &format!("synced {id}"),
+                    "1.50",
+                    Some("2000-01-01"),
+                );
+                p.sync("author", data.clone(), queue)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                expected.insert(id, normalise(&Value::Object(data), revision).1);
+            }
+            wait_django(&django, &expected).await;
+            master.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+            drop(_consumer);
+        },
+        teardown(&addr),
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -360,21 +371,26 @@ async fn a_django_and_a_rust_replica_on_one_exchange_both_converge() {
     let master = Django::new("master", &dir, &exchange, "unused");
     let dj_replica = Django::new("replica", &dir, &exchange, &dj_queue);
     let (t, addr) = transport(&exchange).await;
-    declare_django_queue(&t, &dj_queue).await;
-    let _consumer = dj_replica.consume();
-    let (replica, table) = rust_replica(&t, &rust_queue).await;
-    master.run(&["wire_master", "before"]);
-    master.run(&["wire_master", "main", "--queue", &dj_queue]);
-    let expected = master.table();
-    wait_until(
-        "the Rust replica equals the Django master",
-        PATIENCE,
-        || async { rust_table(&table) == expected },
+    run_check(
+        async {
+            declare_django_queue(&t, &dj_queue).await;
+            let _consumer = dj_replica.consume();
+            let (replica, table) = rust_replica(&t, &rust_queue).await;
+            master.run(&["wire_master", "before"]);
+            master.run(&["wire_master", "main", "--queue", &dj_queue]);
+            let expected = master.table();
+            wait_until(
+                "the Rust replica equals the Django master",
+                PATIENCE,
+                || async { rust_table(&table) == expected },
+            )
+            .await;
+            wait_django(&dj_replica, &expected).await;
+            replica.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+            drop(_consumer);
+        },
+        teardown(&addr),
     )
     .await;
-    wait_django(&dj_replica, &expected).await;
-    replica.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
-    drop(_consumer);
-    teardown(&addr).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
