@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
+pub mod db;
+pub mod entities;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
