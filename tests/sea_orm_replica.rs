@@ -2,6 +2,10 @@
 //! create, update, delete, stale, duplicate, gap, SYNC downgrade, mapping, missing keys and
 //! fields, hooks, only-direct-syncs, tombstones, and batches that fail part-way.
 
+// The scenarios are plain async functions run by generated #[test]s; a failed unwrap is a
+// failed test.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::sync::{Arc, Mutex};
@@ -85,7 +89,9 @@ fn event(signal: SignalType, data: JsonObject) -> ReplicaEvent {
 fn delete(id: i64, revision: i64) -> ReplicaEvent {
     event(
         SignalType::Delete,
-        object(json!({"id": id, "cqrs_revision": revision, "cqrs_updated": "2026-11-27 17:09:00+00:00"})),
+        object(
+            json!({"id": id, "cqrs_revision": revision, "cqrs_updated": "2026-11-27 17:09:00+00:00"}),
+        ),
     )
 }
 
@@ -112,8 +118,14 @@ async fn revision_rules(backend: Backend) {
     let (t, table) = setup(backend, "rules").await;
     let save = |rev, title| event(SignalType::Save, data(1, rev, title));
     let sync = |rev, title| event(SignalType::Sync, data(1, rev, title));
-    assert_eq!(apply(&table, save(0, "v0")).await.unwrap(), Applied::Created);
-    assert_eq!(apply(&table, save(1, "v1")).await.unwrap(), Applied::Updated);
+    assert_eq!(
+        apply(&table, save(0, "v0")).await.unwrap(),
+        Applied::Created
+    );
+    assert_eq!(
+        apply(&table, save(1, "v1")).await.unwrap(),
+        Applied::Updated
+    );
     assert_eq!(
         apply(&table, save(0, "old")).await.unwrap(),
         Applied::Skipped(Skip::Stale)
@@ -179,7 +191,10 @@ async fn value_forms(backend: Backend) {
     let row = stored(&t, 7).await.unwrap();
     assert_eq!(row.isbn.as_deref(), Some("978-0441013593"));
     assert_eq!(row.price.map(|p| p.to_string()).as_deref(), Some("12.34"));
-    assert_eq!(row.published.map(|d| d.to_string()).as_deref(), Some("1965-08-01"));
+    assert_eq!(
+        row.published.map(|d| d.to_string()).as_deref(),
+        Some("1965-08-01")
+    );
     assert_eq!(row.rating, Some(4.5));
     assert_eq!(row.active, Some(true));
     assert_eq!(
@@ -193,7 +208,10 @@ async fn value_forms(backend: Backend) {
     } else {
         ("2026-11-27T18:29:46.788133+00:00", "10:20:30.500")
     };
-    assert_eq!(row.stamped.map(|s| s.to_rfc3339()).as_deref(), Some(stamped));
+    assert_eq!(
+        row.stamped.map(|s| s.to_rfc3339()).as_deref(),
+        Some(stamped)
+    );
     assert_eq!(
         row.naive.map(|s| s.to_string()).as_deref(),
         Some("2026-11-27 18:29:46")
@@ -206,7 +224,10 @@ async fn value_forms(backend: Backend) {
     apply(&table, event(SignalType::Save, d)).await.unwrap();
     let row = stored(&t, 7).await.unwrap();
     // SQLite keeps no scale: compare the number.
-    assert_eq!(row.price.map(|p| p.normalize().to_string()).as_deref(), Some("9.5"));
+    assert_eq!(
+        row.price.map(|p| p.normalize().to_string()).as_deref(),
+        Some("9.5")
+    );
     assert_eq!(row.isbn, None);
     assert_eq!(row.rating, Some(4.5), "keys not sent are left as they are");
     t.cleanup().await;
@@ -219,8 +240,10 @@ async fn mapping(backend: Backend) {
     let table = ReplicaTable::new(t.db.clone(), tag::Entity)
         .and_then(|r| r.with_mapping([("id", "key"), ("name", "title")]))
         .unwrap_or_else(|e| panic!("{e}"));
-    let d = object(json!({"id": 5, "name": "rust", "title": "ignored", "cqrs_revision": 0,
-        "cqrs_updated": "2026-11-27 17:08:25+00:00"}));
+    let d = object(
+        json!({"id": 5, "name": "rust", "title": "ignored", "cqrs_revision": 0,
+        "cqrs_updated": "2026-11-27 17:08:25+00:00"}),
+    );
     assert_eq!(
         table.apply(&event(SignalType::Save, d)).await.unwrap(),
         Applied::Created
@@ -310,7 +333,10 @@ async fn hooks_replace_the_default_writes(backend: Backend) {
         .on_create(Arc::new(move |txn, change: &RowChange| {
             on_create(change);
             Box::pin(async move {
-                let title = change.data["title"].as_str().unwrap_or_default().to_uppercase();
+                let title = change.data["title"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_uppercase();
                 book::ActiveModel {
                     id: ActiveValue::Set(change.pk.as_i64().unwrap_or_default()),
                     title: ActiveValue::Set(title),
@@ -350,7 +376,10 @@ async fn hooks_replace_the_default_writes(backend: Backend) {
         [Applied::Created, Applied::Updated, Applied::Deleted]
     );
     let row = stored(&t, 1).await.unwrap_or_else(|| panic!("row kept"));
-    assert_eq!(row.title, "HELLO", "create hook wrote, update and delete hooks did not");
+    assert_eq!(
+        row.title, "HELLO",
+        "create hook wrote, update and delete hooks did not"
+    );
     assert_eq!(
         *calls.lock().unwrap(),
         ["create 1 0", "update 1 1", "delete 1 2"]
@@ -420,7 +449,10 @@ async fn batches_match_the_rules_one_by_one(backend: Backend) {
             got.push(r.unwrap_or_else(|e| panic!("{e}")));
         }
     }
-    assert_eq!(got, expected, "same outcome per event as the in-memory rules");
+    assert_eq!(
+        got, expected,
+        "same outcome per event as the in-memory rules"
+    );
     let rows = book::Entity::find()
         .order_by_asc(book::Column::Id)
         .all(&t.db)
@@ -431,7 +463,12 @@ async fn batches_match_the_rules_one_by_one(backend: Backend) {
     for row in rows {
         let w = &want[&row.id.to_string()];
         assert_eq!(i64::from(row.cqrs_revision), w.revision, "row {}", row.id);
-        assert_eq!(Some(&json!(row.title)), w.data.get("title"), "row {}", row.id);
+        assert_eq!(
+            Some(&json!(row.title)),
+            w.data.get("title"),
+            "row {}",
+            row.id
+        );
     }
     t.cleanup().await;
 }
@@ -493,10 +530,14 @@ async fn only_direct_syncs_both_ways(backend: Backend) {
         };
         transport.publish(message).await.unwrap();
     }
-    wait_until("four events applied or skipped", Duration::from_secs(20), || {
-        let m = system.metrics();
-        async move { m.applied + m.skipped >= 4 }
-    })
+    wait_until(
+        "four events applied or skipped",
+        Duration::from_secs(20),
+        || {
+            let m = system.metrics();
+            async move { m.applied + m.skipped >= 4 }
+        },
+    )
     .await;
     system.settle().await.unwrap();
     assert!(stored(&t, 1).await.is_none(), "broadcast SYNC ignored");

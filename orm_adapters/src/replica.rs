@@ -22,8 +22,11 @@ use crate::sql::{Dialect, Query};
 use crate::tombstones::Tombstones;
 
 /// A user hook: runs inside the batch's transaction instead of the default write.
-pub type Hook =
-    Arc<dyn for<'a> Fn(&'a DatabaseTransaction, &'a RowChange) -> BoxFuture<'a, Result<()>> + Send + Sync>;
+pub type Hook = Arc<
+    dyn for<'a> Fn(&'a DatabaseTransaction, &'a RowChange) -> BoxFuture<'a, Result<()>>
+        + Send
+        + Sync,
+>;
 
 /// What a hook receives: one event, its data mapped to the replica's columns.
 #[derive(Debug, Clone)]
@@ -239,6 +242,107 @@ impl ReplicaTable {
         &self.db
     }
 
+    /// One page of the replica's primary keys after `after` (none: from the start), in order
+    /// (django-cqrs `cqrs_deleted_diff_replica`).
+    pub async fn pks_page(&self, after: Option<&Json>, limit: u64) -> Result<Vec<Json>> {
+        let pk = &self.columns[self.pk];
+        let mut q = Query::new(self.dialect);
+        q.push("SELECT ")
+            .ident(&pk.name)
+            .push(" FROM ")
+            .ident(&self.table);
+        if let Some(after) = after {
+            q.push(" WHERE ")
+                .ident(&pk.name)
+                .push(" > ")
+                .value(pk.to_db(after)?);
+        }
+        q.push(" ORDER BY ")
+            .ident(&pk.name)
+            .push(&format!(" LIMIT {}", limit.max(1)));
+        let rows = self
+            .db
+            .query_all_raw(q.build())
+            .await
+            .map_err(|e| db_error("reading primary keys", e))?;
+        rows.iter().map(|r| to_json(&pk.read(r, 0)?)).collect()
+    }
+
+    /// Of the master's `[pk, revision]` pairs, the primary keys whose row is missing here or
+    /// has another revision (django-cqrs `cqrs_diff_replica`).
+    pub async fn diff(&self, master: &[(Json, i64)]) -> Result<Vec<Json>> {
+        let pk = &self.columns[self.pk];
+        let keys: Vec<Prepared> = master
+            .iter()
+            .map(|(k, rev)| {
+                let value = pk.to_db(k)?;
+                let json = to_json(&value)?;
+                Ok(Prepared {
+                    signal: SignalType::Sync,
+                    pk_text: values::pk_text(&json),
+                    pk_json: json,
+                    pk: value,
+                    revision: *rev,
+                    data: JsonObject::new(),
+                    row: Vec::new(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let txn = self.db.begin().await.map_err(|e| db_error("begin", e))?;
+        let refs: Vec<&Prepared> = keys.iter().collect();
+        let stored = self.stored_revisions_unlocked(&txn, &refs).await?;
+        txn.commit().await.map_err(|e| db_error("commit", e))?;
+        Ok(keys
+            .into_iter()
+            .filter(|k| stored.get(&k.pk_text) != Some(&k.revision))
+            .map(|k| k.pk_json)
+            .collect())
+    }
+
+    /// Deletes rows by primary key without hooks (django-cqrs `cqrs_deleted_sync_replica`).
+    /// Returns how many rows went.
+    pub async fn delete_pks(&self, pks: &[Json]) -> Result<u64> {
+        let pk = &self.columns[self.pk];
+        let mut deleted = 0;
+        for chunk in pks.chunks(self.dialect.max_values()) {
+            let values = chunk
+                .iter()
+                .map(|k| pk.to_db(k))
+                .collect::<Result<Vec<_>>>()?;
+            let mut q = Query::new(self.dialect);
+            q.push("DELETE FROM ")
+                .ident(&self.table)
+                .push(" WHERE ")
+                .ident(&pk.name)
+                .push(" IN ")
+                .value_list(values);
+            deleted += self
+                .db
+                .execute_raw(q.build())
+                .await
+                .map_err(|e| db_error("deleting rows", e))?
+                .rows_affected();
+        }
+        Ok(deleted)
+    }
+
+    /// Loads rows from a bulk dump (`instance_data` objects) as SAVEs, in one transaction per
+    /// call, under the revision rules (django-cqrs `cqrs_bulk_load`).
+    pub async fn load(&self, cqrs_id: &str, rows: Vec<JsonObject>) -> Vec<Result<Applied>> {
+        let events: Vec<ReplicaEvent> = rows
+            .into_iter()
+            .map(|data| {
+                ReplicaEvent::new(
+                    cqrs_actors::Envelope::new(SignalType::Save, cqrs_id, data),
+                    cqrs_id,
+                    false,
+                    false,
+                )
+            })
+            .collect();
+        self.apply_batch(&events).await
+    }
+
     /// Checks one event and converts its data: the primary key, the revision and, for SAVE and
     /// SYNC, the row's values by column. Every failure here is a data problem (dead letter).
     fn prepare(&self, event: &ReplicaEvent) -> Result<Prepared> {
@@ -334,11 +438,7 @@ impl ReplicaTable {
         &self,
         items: &[(&ReplicaEvent, &Prepared)],
     ) -> Result<Vec<Applied>> {
-        let txn = self
-            .db
-            .begin()
-            .await
-            .map_err(|e| db_error("begin", e))?;
+        let txn = crate::begin_write(&self.db).await?;
         let outcome = self.apply_items(&txn, items).await?;
         txn.commit().await.map_err(|e| db_error("commit", e))?;
         Ok(outcome)
@@ -366,7 +466,9 @@ impl ReplicaTable {
             None => HashMap::new(),
         };
         if self.hooks.any() {
-            return self.apply_with_hooks(txn, items, &mut stored, &mut buried).await;
+            return self
+                .apply_with_hooks(txn, items, &mut stored, &mut buried)
+                .await;
         }
         let mut plan = Plan::default();
         let mut outcome = Vec::with_capacity(items.len());
@@ -447,7 +549,8 @@ impl ReplicaTable {
                 if let Some(t) = &self.tombstones {
                     let r = buried.entry(p.pk_text.clone()).or_insert(p.revision);
                     *r = (*r).max(p.revision);
-                    t.store(txn, &self.table, &[(p.pk_text.as_str(), *r)]).await?;
+                    t.store(txn, &self.table, &[(p.pk_text.as_str(), *r)])
+                        .await?;
                 }
                 outcome.push(if current.is_some() {
                     Applied::Deleted
@@ -492,6 +595,23 @@ impl ReplicaTable {
         txn: &DatabaseTransaction,
         keys: &[&Prepared],
     ) -> Result<HashMap<String, i64>> {
+        self.read_revisions(txn, keys, self.select_for_update).await
+    }
+
+    async fn stored_revisions_unlocked(
+        &self,
+        txn: &DatabaseTransaction,
+        keys: &[&Prepared],
+    ) -> Result<HashMap<String, i64>> {
+        self.read_revisions(txn, keys, false).await
+    }
+
+    async fn read_revisions(
+        &self,
+        txn: &DatabaseTransaction,
+        keys: &[&Prepared],
+        lock: bool,
+    ) -> Result<HashMap<String, i64>> {
         let pk = &self.columns[self.pk];
         let mut out = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(self.dialect.max_values()) {
@@ -506,7 +626,7 @@ impl ReplicaTable {
                 .ident(&pk.name)
                 .push(" IN ")
                 .value_list(chunk.iter().map(|p| p.pk.clone()));
-            if self.select_for_update && self.dialect.has_row_locks() {
+            if lock && self.dialect.has_row_locks() {
                 q.push(" FOR UPDATE");
             }
             let rows = txn
@@ -577,7 +697,10 @@ impl ReplicaTable {
     /// `stored cqrs_revision < incoming` for [`Write::GuardedUpsert`].
     fn upsert(&self, shape: &[usize], write: Write, rows: &[&Prepared]) -> sea_orm::Statement {
         let d = self.dialect;
-        let names: Vec<&str> = shape.iter().map(|&i| self.columns[i].name.as_str()).collect();
+        let names: Vec<&str> = shape
+            .iter()
+            .map(|&i| self.columns[i].name.as_str())
+            .collect();
         let mut q = Query::new(d);
         q.push("INSERT INTO ")
             .ident(&self.table)
@@ -609,7 +732,10 @@ impl ReplicaTable {
                 q.push(" ON CONFLICT (").ident(pk).push(") DO UPDATE SET ");
                 for (n, col) in updated.iter().enumerate() {
                     let c = d.ident(col);
-                    q.push(&format!("{}{c} = excluded.{c}", if n > 0 { ", " } else { "" }));
+                    q.push(&format!(
+                        "{}{c} = excluded.{c}",
+                        if n > 0 { ", " } else { "" }
+                    ));
                 }
                 if guarded {
                     let t = d.ident(&self.table);
@@ -736,22 +862,44 @@ fn log_decision(event: &ReplicaEvent, p: &Prepared, stored: Option<i64>, decisio
     let (cqrs_id, pk, incoming) = (event.cqrs_id(), p.pk_text.as_str(), p.revision);
     match decision {
         Decision::IgnoreStale => tracing::error!(
-            cqrs_id, pk, stored, incoming, "Wrong CQRS sync order: stale SAVE ignored"
+            cqrs_id,
+            pk,
+            stored,
+            incoming,
+            "Wrong CQRS sync order: stale SAVE ignored"
         ),
         Decision::IgnoreDuplicate => {
-            tracing::error!(cqrs_id, pk, stored, incoming, "Received duplicate CQRS data");
+            tracing::error!(
+                cqrs_id,
+                pk,
+                stored,
+                incoming,
+                "Received duplicate CQRS data"
+            );
             if incoming == 0 {
                 tracing::warn!(cqrs_id, pk, "CQRS potential creation race condition");
             }
         }
         Decision::ApplyAfterGap { missing } => tracing::warn!(
-            cqrs_id, pk, stored, incoming, missing, "Lost or filtered out {missing} CQRS packages"
+            cqrs_id,
+            pk,
+            stored,
+            incoming,
+            missing,
+            "Lost or filtered out {missing} CQRS packages"
         ),
         Decision::ApplyDowngrade => tracing::warn!(
-            cqrs_id, pk, stored, incoming, "CQRS revision downgrade on sync"
+            cqrs_id,
+            pk,
+            stored,
+            incoming,
+            "CQRS revision downgrade on sync"
         ),
         Decision::IgnoreDeleted => tracing::warn!(
-            cqrs_id, pk, incoming, "CQRS row was deleted at a newer revision; ignored"
+            cqrs_id,
+            pk,
+            incoming,
+            "CQRS row was deleted at a newer revision; ignored"
         ),
         Decision::Create | Decision::Apply => {}
     }
@@ -789,7 +937,8 @@ impl ReplicaHandler for ReplicaTable {
                         self.apply_in_transaction(std::slice::from_ref(item))
                             .await
                             .and_then(|mut v| {
-                                v.pop().ok_or_else(|| Error::handler("no result for the event"))
+                                v.pop()
+                                    .ok_or_else(|| Error::handler("no result for the event"))
                             }),
                     );
                 }
