@@ -9,7 +9,6 @@ use std::time::Duration;
 use chrono::Utc;
 use cqrs_actors::{
     Envelope, Error, ErrorKind, JsonObject, MasterModel, Publisher, Result, Route, SignalType,
-    expiry_after, values,
 };
 use futures_util::future::BoxFuture;
 use sea_orm::sea_query::Expr;
@@ -20,9 +19,11 @@ use sea_orm::{
 };
 use serde_json::Value as Json;
 
-use crate::columns::to_json;
 use crate::db_error;
 use crate::outbox::Outbox;
+
+mod events;
+mod scan;
 
 /// Builds `instance_data` from a row (django-cqrs `CQRS_SERIALIZER`); `cqrs_revision` and
 /// `cqrs_updated` are added after it. It runs inside the write's transaction.
@@ -455,139 +456,7 @@ where
         Ok(after.len() as u64)
     }
 
-    /// Records a SYNC of every row matching `filter`, in primary-key order and in batches of
-    /// `batch` rows, to every replica or to one replica `queue` (django-cqrs `cqrs_sync`).
-    /// Returns how many rows were synced.
-    pub async fn sync<C>(
-        &self,
-        db: &C,
-        filter: Condition,
-        queue: Option<&str>,
-        batch: u64,
-    ) -> Result<u64>
-    where
-        C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
-    {
-        let mut after: Option<Value> = None;
-        let mut synced = 0;
-        loop {
-            let mut select = E::find()
-                .filter(filter.clone())
-                .order_by_asc(self.pk)
-                .limit(batch.max(1));
-            if let Some(last) = after.take() {
-                select = select.filter(self.pk.gt(last));
-            }
-            let txn = crate::begin_write(db).await?;
-            let rows = select
-                .all(&txn)
-                .await
-                .map_err(|e| db_error("reading rows to sync", e))?;
-            let Some(last) = rows.last() else {
-                txn.commit().await.map_err(|e| db_error("commit", e))?;
-                return Ok(synced);
-            };
-            after = Some(last.get(self.pk));
-            let mut events = Vec::with_capacity(rows.len());
-            for model in &rows {
-                if let Some(e) = self
-                    .save_event(&txn, model, None, SignalType::Sync, queue)
-                    .await?
-                {
-                    events.push(e);
-                    synced += 1;
-                }
-            }
-            self.finish(txn, events).await?;
-        }
-    }
-
-    /// One page of a bulk dump: up to `limit` rows after primary key `after` (none: from the
-    /// start), in primary-key order, as `instance_data` objects (django-cqrs `cqrs_bulk_dump`
-    /// lines). Pass the last row's `id` back as `after` for the next page.
-    pub async fn dump_page<C>(
-        &self,
-        db: &C,
-        after: Option<Value>,
-        limit: u64,
-    ) -> Result<Vec<(Value, JsonObject)>>
-    where
-        C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
-    {
-        let txn = crate::begin_write(db).await?;
-        let mut select = E::find().order_by_asc(self.pk).limit(limit.max(1));
-        if let Some(after) = after {
-            select = select.filter(self.pk.gt(after));
-        }
-        let rows = select
-            .all(&txn)
-            .await
-            .map_err(|e| db_error("reading rows to dump", e))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for model in &rows {
-            if self.is_synced(model) {
-                out.push((model.get(self.pk), self.instance_data(&txn, model).await?));
-            }
-        }
-        txn.commit().await.map_err(|e| db_error("commit", e))?;
-        Ok(out)
-    }
-
-    /// One page of the master's side of a diff: `[pk, revision]` pairs in primary-key order
-    /// (django-cqrs `cqrs_diff_master`), skipping rows `is_sync_instance` filters out.
-    pub async fn revisions_page<C>(
-        &self,
-        db: &C,
-        after: Option<Value>,
-        limit: u64,
-    ) -> Result<Vec<(Json, i64)>>
-    where
-        C: ConnectionTrait,
-    {
-        let mut select = E::find().order_by_asc(self.pk).limit(limit.max(1));
-        if let Some(after) = after {
-            select = select.filter(self.pk.gt(after));
-        }
-        let rows = select
-            .all(db)
-            .await
-            .map_err(|e| db_error("reading revisions", e))?;
-        rows.iter()
-            .filter(|m| self.is_synced(m))
-            .map(|m| {
-                Ok((
-                    to_json(&m.get(self.pk))?,
-                    revision_of(&m.get(self.revision))?,
-                ))
-            })
-            .collect()
-    }
-
-    /// Of these primary keys, the ones with no row on the master (django-cqrs
-    /// `cqrs_deleted_diff_master`).
-    pub async fn missing<C>(&self, db: &C, pks: Vec<Value>) -> Result<Vec<Json>>
-    where
-        C: ConnectionTrait,
-    {
-        let rows = E::find()
-            .filter(self.pk.is_in(pks.clone()))
-            .all(db)
-            .await
-            .map_err(|e| db_error("reading primary keys", e))?;
-        let present: std::collections::HashSet<String> = rows
-            .iter()
-            .map(|m| to_json(&m.get(self.pk)).map(|j| values::pk_text(&j)))
-            .collect::<Result<_>>()?;
-        pks.iter()
-            .map(to_json)
-            .filter(|j| {
-                j.as_ref()
-                    .map_or(true, |j| !present.contains(&values::pk_text(j)))
-            })
-            .collect()
-    }
-
-    async fn locked(&self, txn: &DatabaseTransaction, pk: Value) -> Result<E::Model> {
+    pub(super) async fn locked(&self, txn: &DatabaseTransaction, pk: Value) -> Result<E::Model> {
         let mut select = E::find().filter(self.pk.eq(pk.clone()));
         if txn.get_database_backend() != sea_orm::DbBackend::Sqlite {
             select = select.lock_exclusive();
@@ -599,163 +468,16 @@ where
             .ok_or_else(|| Error::invalid_data(format!("no row with primary key {pk:?}")))
     }
 
-    fn is_synced(&self, model: &E::Model) -> bool {
+    pub(super) fn is_synced(&self, model: &E::Model) -> bool {
         self.is_sync_instance.as_ref().is_none_or(|f| f(model))
     }
 
-    async fn instance_data(
-        &self,
-        txn: &DatabaseTransaction,
-        model: &E::Model,
-    ) -> Result<JsonObject> {
-        let mut data = match &self.serializer {
-            Some(serialize) => serialize(model, txn).await?,
-            None => {
-                let mut data = JsonObject::new();
-                for column in &self.fields {
-                    data.insert(
-                        sea_orm::IdenStatic::as_str(column).to_owned(),
-                        to_json(&model.get(*column))?,
-                    );
-                }
-                data
-            }
-        };
-        data.insert(
-            "cqrs_revision".into(),
-            Json::from(revision_of(&model.get(self.revision))?),
-        );
-        data.insert(
-            "cqrs_updated".into(),
-            updated_text(&model.get(self.updated))?,
-        );
-        Ok(data)
-    }
-
-    async fn save_event(
-        &self,
-        txn: &DatabaseTransaction,
-        model: &E::Model,
-        previous: Option<JsonObject>,
-        signal: SignalType,
-        queue: Option<&str>,
-    ) -> Result<Option<(Envelope, Route)>> {
-        if !self.produce || !self.is_synced(model) {
-            return Ok(None);
-        }
-        let data = self.instance_data(txn, model).await?;
-        let pk = to_json(&model.get(self.pk))?;
-        let route = match queue {
-            Some(q) => Route::queue(q, self.cqrs_id.clone()),
-            None => Route::broadcast(self.cqrs_id.clone()),
-        };
-        Ok(Some((
-            self.envelope(signal, data, previous, pk, queue),
-            route,
-        )))
-    }
-
-    fn delete_event(&self, old: &E::Model) -> Result<Option<(Envelope, Route)>> {
-        if !self.produce || !self.is_synced(old) {
-            return Ok(None);
-        }
-        let pk = to_json(&old.get(self.pk))?;
-        let mut data = JsonObject::new();
-        data.insert("id".into(), pk.clone());
-        data.insert(
-            "cqrs_revision".into(),
-            Json::from(revision_of(&old.get(self.revision))? + 1),
-        );
-        data.insert(
-            "cqrs_updated".into(),
-            Json::String(values::format_datetime(&Utc::now())),
-        );
-        if let Some(custom) = self.delete_data.as_ref().and_then(|f| f(old)) {
-            data.insert("custom".into(), custom);
-        }
-        let envelope = self.envelope(SignalType::Delete, data, None, pk, None);
-        Ok(Some((envelope, Route::broadcast(self.cqrs_id.clone()))))
-    }
-
-    fn envelope(
-        &self,
-        signal: SignalType,
-        data: JsonObject,
-        previous: Option<JsonObject>,
-        pk: Json,
-        queue: Option<&str>,
-    ) -> Envelope {
-        let meta = self.meta.as_ref().map_or_else(
-            || Some(JsonObject::new()),
-            |f| {
-                f(&MetaInput {
-                    signal,
-                    instance_data: &data,
-                    previous_data: previous.as_ref(),
-                })
-            },
-        );
-        let correlation = self
-            .correlation
-            .as_ref()
-            .and_then(|f| f(signal, &self.cqrs_id, &pk, queue));
-        let mut envelope = Envelope::new(signal, self.cqrs_id.clone(), data)
-            .with_pk(pk)
-            .with_previous_data(previous)
-            .with_meta(meta)
-            .with_correlation_id(correlation);
-        if let Some(ttl) = self.message_ttl {
-            envelope = envelope.with_expires(ttl.map(expiry_after));
-        }
-        envelope
-    }
-
-    /// `previous_data` of a create: each tracked field with a value, as `null`.
-    fn created_tracked(&self, model: &E::Model) -> Option<JsonObject> {
-        if self.tracked.is_empty() {
-            return None;
-        }
-        Some(
-            self.tracked
-                .iter()
-                .filter(|c| !is_null(&model.get(**c)))
-                .map(|c| (sea_orm::IdenStatic::as_str(c).to_owned(), Json::Null))
-                .collect(),
-        )
-    }
-
-    /// `previous_data` of an update: the tracked fields that changed, with their old values.
-    fn changed_tracked(&self, old: &E::Model, new: &E::Model) -> Result<Option<JsonObject>> {
-        if self.tracked.is_empty() {
-            return Ok(None);
-        }
-        let mut out = JsonObject::new();
-        for c in &self.tracked {
-            let (before, after) = (to_json(&old.get(*c))?, to_json(&new.get(*c))?);
-            if before != after {
-                out.insert(sea_orm::IdenStatic::as_str(c).to_owned(), before);
-            }
-        }
-        Ok(Some(out))
-    }
-
-    /// `previous_data` of a bulk update: every tracked field with its old value.
-    fn all_tracked(&self, old: &E::Model) -> Result<Option<JsonObject>> {
-        if self.tracked.is_empty() {
-            return Ok(None);
-        }
-        let mut out = JsonObject::new();
-        for c in &self.tracked {
-            out.insert(
-                sea_orm::IdenStatic::as_str(c).to_owned(),
-                to_json(&old.get(*c))?,
-            );
-        }
-        Ok(Some(out))
-    }
-
     /// Writes the events (outbox) and commits, then wakes the relay or publishes (direct).
-    async fn finish(&self, txn: DatabaseTransaction, events: Vec<(Envelope, Route)>) -> Result<()> {
+    pub(super) async fn finish(
+        &self,
+        txn: DatabaseTransaction,
+        events: Vec<(Envelope, Route)>,
+    ) -> Result<()> {
         match &self.delivery {
             Delivery::Outbox(outbox) => {
                 if !events.is_empty() {
@@ -783,11 +505,7 @@ where
     }
 }
 
-fn is_null(value: &Value) -> bool {
-    to_json(value).is_ok_and(|j| j.is_null())
-}
-
-fn revision_of(value: &Value) -> Result<i64> {
+pub(super) fn revision_of(value: &Value) -> Result<i64> {
     match value {
         Value::BigInt(Some(v)) => Ok(*v),
         Value::Int(Some(v)) => Ok(i64::from(*v)),
@@ -841,11 +559,4 @@ fn set_first<A: ActiveModelTrait>(
         name,
         "the model's field has a type the adapters cannot set",
     ))
-}
-
-fn updated_text(value: &Value) -> Result<Json> {
-    match to_json(value)? {
-        Json::Null => Err(Error::invalid_data("cqrs_updated is null")),
-        text => Ok(text),
-    }
 }

@@ -1,0 +1,222 @@
+//! SeaORM adapters on the local PostgreSQL (127.0.0.1:5432, database `test`):
+//!
+//! 1. replica apply rate at batch sizes 1, 10, 100 and 1000 (one transaction per batch), next
+//!    to the target (≥ 20,000 events/s at 1000 and ≥ 10× the batch-1 rate);
+//! 2. master writes through the outbox (row + event in one transaction) against plain SeaORM
+//!    inserts of the same rows, and the ratio.
+//!
+//! ```text
+//! cargo bench --bench sea_orm --features postgres
+//! ```
+//!
+//! Each run works in a schema of its own and drops it at the end.
+
+#![allow(clippy::print_stdout, clippy::unwrap_used)] // a bench prints its figures and may panic
+
+use std::time::{Duration, Instant};
+
+use cqrs_orm_adapters::{Delivery, MasterTable, Outbox, ReplicaTable};
+use cqrs_sync::{Envelope, JsonObject, ReplicaEvent, ReplicaHandler, SignalType};
+use sea_orm::ActiveValue::Set;
+use sea_orm::{
+    ActiveModelTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Schema,
+};
+use serde_json::json;
+
+mod book {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "book")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub title: String,
+        pub body: String,
+        #[sea_orm(column_type = "Decimal(Some((10, 2)))")]
+        pub price: Decimal,
+        pub published: Date,
+        pub active: bool,
+        pub rating: f64,
+        pub code: Uuid,
+        pub cqrs_revision: i64,
+        pub cqrs_updated: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+const URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+async fn connect(schema: Option<&str>) -> DatabaseConnection {
+    let url = match schema {
+        Some(s) => format!("{URL}?options=-c%20search_path%3D{s}"),
+        None => URL.to_owned(),
+    };
+    let mut o = ConnectOptions::new(url);
+    o.max_connections(4).sqlx_logging(false);
+    Database::connect(o).await.unwrap()
+}
+
+async fn fresh_table(db: &DatabaseConnection) {
+    db.execute_unprepared("DROP TABLE IF EXISTS book")
+        .await
+        .unwrap();
+    let create = Schema::new(db.get_database_backend()).create_table_from_entity(book::Entity);
+    db.execute(&create).await.unwrap();
+}
+
+fn row(id: i64, revision: i64) -> JsonObject {
+    let v = json!({
+        "id": id,
+        "title": format!("Title of book {id}"),
+        "body": "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(10),
+        "price": "19.99",
+        "published": "2026-11-27",
+        "active": true,
+        "rating": 4.25,
+        "code": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        "cqrs_revision": revision,
+        "cqrs_updated": "2026-11-27 17:08:25.074040+00:00",
+    });
+    v.as_object().cloned().unwrap()
+}
+
+/// Half creates, then half updates of the same rows.
+fn events(n: usize) -> Vec<ReplicaEvent> {
+    let half = (n / 2) as i64;
+    (0..2)
+        .flat_map(|rev| (1..=half).map(move |id| (id, rev)))
+        .map(|(id, rev)| {
+            ReplicaEvent::new(
+                Envelope::new(SignalType::Save, "book", row(id, rev)),
+                "book",
+                false,
+                false,
+            )
+        })
+        .collect()
+}
+
+async fn apply_rate(db: &DatabaseConnection, batch: usize, n: usize) -> f64 {
+    fresh_table(db).await;
+    let table = ReplicaTable::new(db.clone(), book::Entity).unwrap();
+    let events = events(n);
+    let start = Instant::now();
+    for chunk in events.chunks(batch) {
+        for r in table.apply_batch(chunk).await {
+            r.unwrap();
+        }
+    }
+    events.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+fn new_book(id: i64) -> book::ActiveModel {
+    book::ActiveModel {
+        id: Set(id),
+        title: Set(format!("Title of book {id}")),
+        body: Set("Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(10)),
+        price: Set(rust_decimal::Decimal::new(1999, 2)),
+        published: Set(chrono::NaiveDate::from_ymd_opt(2026, 11, 27).unwrap()),
+        active: Set(true),
+        rating: Set(4.25),
+        code: Set(uuid::Uuid::nil()),
+        cqrs_revision: Set(0),
+        cqrs_updated: Set(chrono::Utc::now()),
+    }
+}
+
+async fn plain_inserts(db: &DatabaseConnection, n: i64) -> Duration {
+    fresh_table(db).await;
+    let start = Instant::now();
+    for id in 1..=n {
+        new_book(id).insert(db).await.unwrap();
+    }
+    start.elapsed()
+}
+
+async fn outbox_inserts(db: &DatabaseConnection, n: i64) -> Duration {
+    fresh_table(db).await;
+    let outbox = Outbox::new("bench_outbox");
+    outbox.create_table(db).await.unwrap();
+    let table = MasterTable::new("book", book::Entity, Delivery::Outbox(outbox)).unwrap();
+    let start = Instant::now();
+    for id in 1..=n {
+        table.insert(db, new_book(id)).await.unwrap();
+    }
+    start.elapsed()
+}
+
+#[actix_rt::main]
+async fn main() {
+    let schema = format!("cqrs_bench_{}", std::process::id());
+    let admin = connect(None).await;
+    admin
+        .execute_unprepared(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let db = connect(Some(&schema)).await;
+
+    println!("replica apply into PostgreSQL (SAVE events, half creates, half updates)");
+    println!(
+        "{:>6} {:>9} {:>14} {:>10}",
+        "batch", "events", "events/s", "vs batch 1"
+    );
+    let mut base = 0.0;
+    let mut rate_1000 = 0.0;
+    for (batch, n) in [(1, 4_000), (10, 20_000), (100, 60_000), (1000, 100_000)] {
+        let _ = apply_rate(&db, batch, n.min(2_000)).await; // warm up
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            runs.push(apply_rate(&db, batch, n).await);
+        }
+        runs.sort_by(f64::total_cmp);
+        let rate = runs[1];
+        if batch == 1 {
+            base = rate;
+        }
+        if batch == 1000 {
+            rate_1000 = rate;
+        }
+        println!("{batch:>6} {n:>9} {rate:>14.0} {:>9.1}x", rate / base);
+    }
+    println!(
+        "target: >= 20000 events/s at batch 1000 ({}), >= 10x batch 1 ({:.1}x)",
+        if rate_1000 >= 20_000.0 {
+            "met"
+        } else {
+            "NOT met"
+        },
+        rate_1000 / base
+    );
+
+    println!("\nmaster writes, one row per transaction");
+    let n = 3_000;
+    let _ = plain_inserts(&db, 200).await;
+    let _ = outbox_inserts(&db, 200).await;
+    let plain = plain_inserts(&db, n).await;
+    let outbox = outbox_inserts(&db, n).await;
+    let per_sec = |d: Duration| n as f64 / d.as_secs_f64();
+    println!(
+        "{:<28} {:>10.0} rows/s",
+        "plain SeaORM insert",
+        per_sec(plain)
+    );
+    println!(
+        "{:<28} {:>10.0} rows/s",
+        "MasterTable insert + outbox",
+        per_sec(outbox)
+    );
+    println!(
+        "outbox overhead: {:.2}x the time of a plain insert",
+        outbox.as_secs_f64() / plain.as_secs_f64()
+    );
+
+    admin
+        .execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
