@@ -19,7 +19,8 @@ use cqrs_orm_adapters::{Delivery, MasterTable, Outbox, ReplicaTable};
 use cqrs_sync::{Envelope, JsonObject, ReplicaEvent, ReplicaHandler, SignalType};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
-    ActiveModelTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Schema,
+    ActiveModelTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait,
+    Schema, TransactionTrait,
 };
 use serde_json::json;
 
@@ -138,14 +139,52 @@ async fn plain_inserts(db: &DatabaseConnection, n: i64) -> Duration {
     start.elapsed()
 }
 
-async fn outbox_inserts(db: &DatabaseConnection, n: i64) -> Duration {
+async fn plain_inserts_in_transactions(db: &DatabaseConnection, n: i64) -> Duration {
+    fresh_table(db).await;
+    let start = Instant::now();
+    for id in 1..=n {
+        let txn = db.begin().await.unwrap();
+        new_book(id).insert(&txn).await.unwrap();
+        txn.commit().await.unwrap();
+    }
+    start.elapsed()
+}
+
+async fn plain_batches(db: &DatabaseConnection, n: i64, batch: i64) -> Duration {
+    fresh_table(db).await;
+    let start = Instant::now();
+    for first in (1..=n).step_by(batch as usize) {
+        let rows = (first..first + batch).map(new_book);
+        book::Entity::insert_many(rows).exec(db).await.unwrap();
+    }
+    start.elapsed()
+}
+
+async fn master_table(db: &DatabaseConnection) -> MasterTable<book::Entity> {
     fresh_table(db).await;
     let outbox = Outbox::new("bench_outbox");
     outbox.create_table(db).await.unwrap();
-    let table = MasterTable::new("book", book::Entity, Delivery::Outbox(outbox)).unwrap();
+    db.execute_unprepared("DELETE FROM bench_outbox")
+        .await
+        .unwrap();
+    MasterTable::new("book", book::Entity, Delivery::Outbox(outbox)).unwrap()
+}
+
+async fn outbox_inserts(db: &DatabaseConnection, n: i64) -> Duration {
+    let table = master_table(db).await;
     let start = Instant::now();
     for id in 1..=n {
         table.insert(db, new_book(id)).await.unwrap();
+    }
+    start.elapsed()
+}
+
+async fn outbox_batches(db: &DatabaseConnection, n: i64, batch: i64) -> Duration {
+    let table = master_table(db).await;
+    let start = Instant::now();
+    for first in (1..=n).step_by(batch as usize) {
+        let rows = (first..first + batch).map(new_book).collect();
+        table.insert_many(db, rows).await.unwrap();
     }
     start.elapsed()
 }
@@ -193,26 +232,36 @@ async fn main() {
         rate_1000 / base
     );
 
-    println!("\nmaster writes, one row per transaction");
+    println!("\nmaster writes (rows/s; the ratio is outbox time over plain time)");
     let n = 3_000;
     let _ = plain_inserts(&db, 200).await;
     let _ = outbox_inserts(&db, 200).await;
-    let plain = plain_inserts(&db, n).await;
-    let outbox = outbox_inserts(&db, n).await;
-    let per_sec = |d: Duration| n as f64 / d.as_secs_f64();
-    println!(
-        "{:<28} {:>10.0} rows/s",
-        "plain SeaORM insert",
-        per_sec(plain)
+    let single = plain_inserts(&db, n).await;
+    let single_txn = plain_inserts_in_transactions(&db, n).await;
+    let single_outbox = outbox_inserts(&db, n).await;
+    let batch = plain_batches(&db, n * 10, 100).await;
+    let batch_outbox = outbox_batches(&db, n * 10, 100).await;
+    let rows = |label: &str, plain: Duration, outbox: Duration, n: i64| {
+        let rate = |d: Duration| n as f64 / d.as_secs_f64();
+        println!(
+            "{label:<40} plain {:>8.0}   outbox {:>8.0}   overhead {:.2}x",
+            rate(plain),
+            rate(outbox),
+            outbox.as_secs_f64() / plain.as_secs_f64()
+        );
+    };
+    rows("one row, autocommit insert", single, single_outbox, n);
+    rows(
+        "one row, insert in a transaction",
+        single_txn,
+        single_outbox,
+        n,
     );
-    println!(
-        "{:<28} {:>10.0} rows/s",
-        "MasterTable insert + outbox",
-        per_sec(outbox)
-    );
-    println!(
-        "outbox overhead: {:.2}x the time of a plain insert",
-        outbox.as_secs_f64() / plain.as_secs_f64()
+    rows(
+        "100 rows per transaction (insert_many)",
+        batch,
+        batch_outbox,
+        n * 10,
     );
 
     admin

@@ -319,14 +319,32 @@ where
         let txn = crate::begin_write(db).await?;
         let now = Utc::now();
         let mut models = Vec::with_capacity(rows.len());
+        let mut pending = Vec::with_capacity(rows.len());
         for mut row in rows {
             set_revision(&mut row, self.revision, 0)?;
             set_updated(&mut row, self.updated, now)?;
-            let model = row
-                .insert(&txn)
-                .await
-                .map_err(|e| db_error("inserting a master row", e))?;
-            models.push(model);
+            pending.push(row);
+        }
+        if txn.support_returning() && pending.len() > 1 {
+            // One multi-row INSERT ... RETURNING per chunk (PostgreSQL, SQLite).
+            let mut rows = pending.into_iter().peekable();
+            while rows.peek().is_some() {
+                let chunk: Vec<E::ActiveModel> = rows.by_ref().take(500).collect();
+                let inserted = E::insert_many(chunk)
+                    .exec_with_returning(&txn)
+                    .await
+                    .map_err(|e| db_error("inserting master rows", e))?;
+                models.extend(inserted);
+            }
+        } else {
+            // MySQL/MariaDB have no RETURNING here: one INSERT per row gives each its id.
+            for row in pending {
+                let model = row
+                    .insert(&txn)
+                    .await
+                    .map_err(|e| db_error("inserting a master row", e))?;
+                models.push(model);
+            }
         }
         let mut events = Vec::with_capacity(models.len());
         for model in &models {
