@@ -16,7 +16,11 @@
 use std::time::{Duration, Instant};
 
 use cqrs_orm_adapters::{Delivery, MasterTable, Outbox, ReplicaTable};
-use cqrs_sync::{Envelope, JsonObject, ReplicaEvent, ReplicaHandler, SignalType};
+use cqrs_sync::transports::memory::MemoryBroker;
+use cqrs_sync::{
+    CqrsConfig, CqrsSystem, Envelope, JsonObject, MasterModel, ReplicaEvent, ReplicaHandler,
+    ReplicaModel, SignalType,
+};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
     ActiveModelTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait,
@@ -189,6 +193,47 @@ async fn outbox_batches(db: &DatabaseConnection, n: i64, batch: i64) -> Duration
     start.elapsed()
 }
 
+/// Master publishes through the Producer (memory transport), the replica pipeline applies
+/// into PostgreSQL through a `ReplicaTable`.
+async fn pipeline_rate(db: &DatabaseConnection, n: i64, workers: usize, batch: usize) -> f64 {
+    fresh_table(db).await;
+    let (transport, _broker) = MemoryBroker::default().start_transport();
+    let table = ReplicaTable::new(db.clone(), book::Entity).unwrap();
+    let config = CqrsConfig::default()
+        .with_queue(format!("bench_orm_{}", std::process::id()))
+        .with_workers(workers)
+        .with_prefetch(u32::try_from(4 * batch.max(250)).unwrap_or(u32::MAX))
+        .with_batch_size(batch);
+    let system = CqrsSystem::builder()
+        .config(config)
+        .master(MasterModel::new("book"))
+        .replica(ReplicaModel::new("book", table))
+        .transport(transport)
+        .start()
+        .await
+        .unwrap();
+    let publisher = system.publisher();
+    let start = Instant::now();
+    let mut pending = Vec::with_capacity(1024);
+    for id in 1..=n {
+        pending.push(publisher.save("book", row(id, 0)));
+        if pending.len() == 1024 {
+            for f in pending.drain(..) {
+                f.await.unwrap();
+            }
+        }
+    }
+    for f in pending.drain(..) {
+        f.await.unwrap();
+    }
+    while system.metrics().applied < n as u64 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    system.shutdown().await.unwrap();
+    rate
+}
+
 #[actix_rt::main]
 async fn main() {
     let schema = format!("cqrs_bench_{}", std::process::id());
@@ -232,15 +277,38 @@ async fn main() {
         rate_1000 / base
     );
 
+    println!(
+        "\npipeline: publish -> memory transport -> route -> ReplicaTable on PostgreSQL -> ack"
+    );
+    for (workers, batch) in [(1, 1000), (4, 250), (4, 1000)] {
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            runs.push(pipeline_rate(&db, 100_000, workers, batch).await);
+        }
+        runs.sort_by(f64::total_cmp);
+        println!(
+            "workers={workers} batch_size={batch:<5} {:>9.0} events/s (median of 3)",
+            runs[1]
+        );
+    }
+
     println!("\nmaster writes (rows/s; the ratio is outbox time over plain time)");
     let n = 3_000;
     let _ = plain_inserts(&db, 200).await;
     let _ = outbox_inserts(&db, 200).await;
-    let single = plain_inserts(&db, n).await;
-    let single_txn = plain_inserts_in_transactions(&db, n).await;
-    let single_outbox = outbox_inserts(&db, n).await;
-    let batch = plain_batches(&db, n * 10, 100).await;
-    let batch_outbox = outbox_batches(&db, n * 10, 100).await;
+    // Each figure is the median of 3 runs.
+    macro_rules! median3 {
+        ($e:expr) => {{
+            let mut runs = vec![$e.await, $e.await, $e.await];
+            runs.sort();
+            runs[1]
+        }};
+    }
+    let single = median3!(plain_inserts(&db, n));
+    let single_txn = median3!(plain_inserts_in_transactions(&db, n));
+    let single_outbox = median3!(outbox_inserts(&db, n));
+    let batch = median3!(plain_batches(&db, n * 10, 100));
+    let batch_outbox = median3!(outbox_batches(&db, n * 10, 100));
     let rows = |label: &str, plain: Duration, outbox: Duration, n: i64| {
         let rate = |d: Duration| n as f64 / d.as_secs_f64();
         println!(

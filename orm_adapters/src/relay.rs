@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
-use cqrs_actors::{Publisher, Result};
+use cqrs_actors::{ErrorKind, Publisher, Result};
 use sea_orm::DatabaseConnection;
 
 use crate::outbox::Outbox;
@@ -284,11 +284,20 @@ impl Worker {
                 self.flush(&mut confirmed).await?;
                 return Ok(if exhausted { Round::Idle } else { Round::Busy });
             };
-            if let Err(e) = publish.await {
-                // Later publishes may still go out; their rows stay, so they are sent again
-                // in order after the failed one.
-                self.flush(&mut confirmed).await?;
-                return Err(e);
+            match publish.await {
+                Ok(()) => {}
+                // No replica queue is bound to the CQRS id: the broker took the event and
+                // delivered it to nobody, as it does for a django-cqrs master. Holding the row
+                // would stop the outbox until some replica appears.
+                Err(e) if e.kind() == ErrorKind::Unroutable => {
+                    tracing::warn!(outbox = %self.outbox.table(), id, error = %e, "CQRS event reached no queue");
+                }
+                Err(e) => {
+                    // Later publishes may still go out; their rows stay, so they are sent again
+                    // in order after the failed one.
+                    self.flush(&mut confirmed).await?;
+                    return Err(e);
+                }
             }
             confirmed.push(id);
             if confirmed.len() >= (window / 2).max(1) {
