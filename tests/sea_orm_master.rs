@@ -606,3 +606,31 @@ async fn sync_dump_and_diff_repair_a_replica(backend: Backend) {
     replica_db.cleanup().await;
     t.cleanup().await;
 }
+
+#[actix_rt::test]
+async fn an_event_no_queue_takes_does_not_block_the_outbox() {
+    let (t, outbox) = master_db(Backend::Sqlite, "m_unroutable").await;
+    let (transport, _broker) = MemoryBroker::default().start_transport();
+    let table = authors(&outbox);
+    // A master with no replica anywhere: every publish is unroutable.
+    let system = CqrsSystem::builder()
+        .master(table.model())
+        .transport(transport)
+        .start()
+        .await
+        .unwrap();
+    let (relay, stats) = start_relay(&t, &outbox, &system, RelayConfig::default());
+    table
+        .insert(&t.db, new_author("nobody listens"))
+        .await
+        .unwrap();
+    table
+        .insert(&t.db, new_author("still nobody"))
+        .await
+        .unwrap();
+    drained(&t, &outbox).await;
+    assert_eq!(stats.relayed(), 2);
+    relay.send(StopRelay).await.unwrap();
+    system.shutdown().await.unwrap();
+    t.cleanup().await;
+}
