@@ -246,7 +246,8 @@ impl ReplicaTable {
     fn prepare(&self, event: &ReplicaEvent) -> Result<Prepared> {
         let envelope = event.envelope();
         let revision = envelope.require_revision()?;
-        let updated = envelope.require_updated()?;
+        // Checked here; stored below in the form its column has.
+        envelope.require_updated()?;
         let pk_column = &self.columns[self.pk];
         let base = |pk: Value, data: JsonObject, row: Vec<(usize, Value)>| -> Result<Prepared> {
             let pk_json = to_json(&pk)?;
@@ -291,8 +292,6 @@ impl ReplicaTable {
                 missing.join(", ")
             )));
         }
-        // cqrs_updated is stored in the form the column has; it was validated above.
-        let _ = updated;
         let pk = row
             .iter()
             .find(|(i, _)| *i == self.pk)
