@@ -1,7 +1,10 @@
-//! A master and a replica in one process on the in-memory transport: no services needed.
+//! A master and a replica in one process, each with its own SQLite file, on the in-memory
+//! transport: no services needed.
 //!
-//! The master keeps its `author` rows in memory and publishes every change; the replica keeps
-//! its copy in a [`MemoryTable`]. At the end both tables are printed side by side.
+//! The master owns the `author` table: it creates, updates and deletes rows through a
+//! [`MasterTable`], which bumps `cqrs_revision` and writes each event to an outbox in the same
+//! transaction; an [`OutboxRelay`] publishes the outbox. The replica applies the events to its
+//! own `author` table with a [`ReplicaTable`]. At the end both tables are printed side by side.
 //!
 //! ```text
 //! cargo run --example quickstart
@@ -9,23 +12,71 @@
 
 #![allow(clippy::print_stdout)] // an example's job is to print its result
 
-use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use actix::Actor;
+use cqrs_orm_adapters::{
+    Delivery, MasterTable, Outbox, OutboxRelay, RelayConfig, ReplicaTable, ShutdownRelay,
+};
 use cqrs_sync::prelude::*;
-use cqrs_sync::values::format_datetime;
-use serde_json::{Value, json};
+use sea_orm::ActiveValue::Set;
+use sea_orm::{
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait,
+    QueryOrder, Schema,
+};
 
-/// The master's table: id → (revision, name, email).
-type MasterTable = BTreeMap<i64, (i64, String, String)>;
+/// The `author` table, the same on both sides.
+mod author {
+    use sea_orm::entity::prelude::*;
 
-fn instance_data(id: i64, revision: i64, name: &str, email: &str) -> JsonObject {
-    let now = chrono::Utc::now();
-    match json!({"id": id, "name": name, "email": email, "cqrs_revision": revision, "cqrs_updated": format_datetime(&now)})
-    {
-        Value::Object(map) => map,
-        _ => JsonObject::new(),
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "author")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub name: String,
+        pub email: String,
+        pub cqrs_revision: i64,
+        pub cqrs_updated: ChronoDateTimeUtc,
     }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// A fresh SQLite file with the `author` table.
+async fn open(path: &Path) -> Result<DatabaseConnection, Box<dyn std::error::Error>> {
+    let _ = std::fs::remove_file(path);
+    let mut options = ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
+    options.max_connections(1).sqlx_logging(false);
+    let db = Database::connect(options).await?;
+    let create = Schema::new(db.get_database_backend()).create_table_from_entity(author::Entity);
+    db.execute(&create).await?;
+    Ok(db)
+}
+
+/// Rows equal as replicated: `cqrs_updated` travels with microsecond precision.
+fn same(a: &[author::Model], b: &[author::Model]) -> bool {
+    let key = |r: &author::Model| {
+        (
+            r.id,
+            r.name.clone(),
+            r.email.clone(),
+            r.cqrs_revision,
+            r.cqrs_updated.timestamp_micros(),
+        )
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| key(x) == key(y))
+}
+
+async fn rows(db: &DatabaseConnection) -> Result<Vec<author::Model>, sea_orm::DbErr> {
+    author::Entity::find()
+        .order_by_asc(author::Column::Id)
+        .all(db)
+        .await
 }
 
 #[actix::main]
@@ -36,20 +87,33 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
+    let dir: PathBuf = std::env::temp_dir().join("cqrs-sync-quickstart");
+    std::fs::create_dir_all(&dir)?;
+    let master_db = open(&dir.join("master.sqlite3")).await?;
+    let replica_db = open(&dir.join("replica.sqlite3")).await?;
+    let outbox = Outbox::default();
+    outbox.create_table(&master_db).await?;
+
+    let authors = MasterTable::new("author", author::Entity, Delivery::Outbox(outbox.clone()))?;
+    let replica = ReplicaTable::new(replica_db.clone(), author::Entity)?;
     let (transport, _broker) = MemoryBroker::default().start_transport();
-    let replica_table = MemoryTable::new();
-    let config = CqrsConfig::default().with_queue("quickstart_replica");
     let system = CqrsSystem::builder()
-        .config(config)
-        .master(MasterModel::new("author"))
-        .replica(ReplicaModel::new("author", replica_table.clone()))
+        .config(CqrsConfig::default().with_queue("quickstart_replica"))
+        .master(authors.model())
+        .replica(ReplicaModel::new("author", replica))
         .transport(transport)
         .start()
         .await?;
-    let publisher = system.publisher();
+    let relay = OutboxRelay::new(
+        master_db.clone(),
+        outbox.clone(),
+        system.publisher(),
+        RelayConfig::default(),
+    )
+    .start();
 
-    // The master service: create, update and delete rows, publishing each committed change.
-    let mut master: MasterTable = BTreeMap::new();
+    // The master service: create, update and delete rows. Each write commits the row and its
+    // event together; the relay publishes the event.
     let people = [
         ("Ada Lovelace", "ada@example.com"),
         ("Alan Turing", "alan@example.com"),
@@ -57,73 +121,72 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         ("Edsger Dijkstra", "edsger@example.com"),
         ("Barbara Liskov", "barbara@example.com"),
     ];
-    for (id, (name, email)) in (1..).zip(people) {
-        master.insert(id, (0, name.to_owned(), email.to_owned()));
-        publisher
-            .save("author", instance_data(id, 0, name, email))
-            .await?;
-    }
-    for (id, new_name) in [
-        (1, "Ada King, Countess of Lovelace"),
-        (3, "Rear Admiral Grace Hopper"),
-        (1, "Augusta Ada King"),
+    let created = authors
+        .insert_many(
+            &master_db,
+            people
+                .iter()
+                .map(|(name, email)| author::ActiveModel {
+                    name: Set((*name).to_owned()),
+                    email: Set((*email).to_owned()),
+                    ..Default::default()
+                })
+                .collect(),
+        )
+        .await?;
+    let id = |i: usize| created[i].id;
+    for (i, name) in [
+        (0, "Ada King, Countess of Lovelace"),
+        (2, "Rear Admiral Grace Hopper"),
+        (0, "Augusta Ada King"),
     ] {
-        if let Some((revision, name, email)) = master.get_mut(&id) {
-            *revision += 1;
-            *name = new_name.to_owned();
-            publisher
-                .save("author", instance_data(id, *revision, name, email))
-                .await?;
-        }
+        let change = author::ActiveModel {
+            id: Set(id(i)),
+            name: Set(name.to_owned()),
+            ..Default::default()
+        };
+        authors.update(&master_db, change).await?;
     }
-    if let Some((revision, _, _)) = master.remove(&4) {
-        publisher
-            .delete("author", Value::from(4), revision + 1, chrono::Utc::now())
-            .await?;
-    }
+    authors.delete(&master_db, id(3)).await?;
+    authors
+        .update_many(
+            &master_db,
+            sea_orm::Condition::all().add(author::Column::Email.like("%@example.com")),
+            vec![(author::Column::Email, "on-file@example.org".into())],
+        )
+        .await?;
 
-    // Every publish above is confirmed; wait until the replica queue is drained and acknowledged.
+    // Wait until the outbox is relayed and the replica has applied it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let stats = system.transport().inspect("quickstart_replica").await?;
-        if (stats.ready, stats.unacked) == (0, 0) || tokio::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    while outbox.pending(&master_db).await? > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    system.settle().await?;
-    let replica = replica_table.snapshot();
+    let master = rows(&master_db).await?;
+    let mut replica = rows(&replica_db).await?;
+    while !same(&master, &replica) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        system.settle().await?;
+        replica = rows(&replica_db).await?;
+    }
 
+    println!("master:  {}", dir.join("master.sqlite3").display());
+    println!("replica: {}\n", dir.join("replica.sqlite3").display());
     println!(
-        "{:<4} {:<34} {:>4}   | {:<34} {:>4}",
+        "{:<4} {:<32} {:>4}   | {:<32} {:>4}",
         "id", "master name", "rev", "replica name", "rev"
     );
-    let mut ids: Vec<String> = master.keys().map(ToString::to_string).collect();
-    ids.extend(
-        replica
-            .keys()
-            .filter(|k| !master.contains_key(&k.parse::<i64>().unwrap_or(-1)))
-            .cloned(),
-    );
-    let mut matches = true;
+    let mut ids: Vec<i64> = master.iter().chain(&replica).map(|r| r.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let show = |rows: &[author::Model], id: i64| {
+        rows.iter().find(|r| r.id == id).map_or_else(
+            || ("-".to_owned(), "-".to_owned()),
+            |r| (r.name.clone(), r.cqrs_revision.to_string()),
+        )
+    };
     for id in ids {
-        let m = id.parse::<i64>().ok().and_then(|k| master.get(&k));
-        let r = replica.get(&id);
-        let (mn, mr) = m.map_or(("-".to_owned(), "-".to_owned()), |(rev, name, _)| {
-            (name.clone(), rev.to_string())
-        });
-        let (rn, rr) = r.map_or(("-".to_owned(), "-".to_owned()), |row| {
-            (
-                row.data
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-                    .to_owned(),
-                row.revision.to_string(),
-            )
-        });
-        matches &= mn == rn && mr == rr;
-        println!("{id:<4} {mn:<34} {mr:>4}   | {rn:<34} {rr:>4}");
+        let ((mn, mr), (rn, rr)) = (show(&master, id), show(&replica, id));
+        println!("{id:<4} {mn:<32} {mr:>4}   | {rn:<32} {rr:>4}");
     }
     let metrics = system.metrics();
     println!(
@@ -134,7 +197,9 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         metrics.skipped,
         metrics.dead_lettered
     );
+    let matches = same(&master, &replica);
     println!("tables match: {}", if matches { "yes" } else { "NO" });
+    relay.send(ShutdownRelay).await??;
     system.shutdown().await?;
     if !matches {
         return Err("the replica does not match the master".into());

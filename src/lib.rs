@@ -20,6 +20,16 @@ pub mod transports {
     pub use cqrs_transports::rabbitmq;
 }
 
+/// The SeaORM adapters (feature `sea-orm`; drivers with `postgres`, `mysql`, `sqlite`).
+#[cfg(feature = "sea-orm")]
+pub mod orm {
+    pub use cqrs_orm_adapters::{
+        Delivery, Hook, MasterTable, MetaInput, Outbox, OutboxEvent, OutboxRelay, RelayConfig,
+        RelayStats, ReplicaTable, RowChange, Serializer, ShutdownRelay, StopRelay, Tombstones,
+        to_json,
+    };
+}
+
 /// What an application author needs, in one import.
 pub mod prelude {
     pub use cqrs_actors::prelude::*;

@@ -2,6 +2,50 @@
 //! transactional outbox, and revision-guarded batched replica apply, for PostgreSQL,
 //! MySQL/MariaDB and SQLite.
 //!
-//! This crate holds no adapter yet; until it does, replica models are written against
-//! [`cqrs_actors::ReplicaHandler`] (see [`cqrs_actors::MemoryTable`] for one that keeps rows
-//! under the replica rules).
+//! - [`ReplicaTable`]: a SeaORM entity as a replica model; register it with
+//!   [`cqrs_actors::ReplicaModel::new`]. Batches are applied in one transaction with the
+//!   revision rules enforced in SQL.
+//! - [`MasterTable`]: a SeaORM entity this service owns; writes through it bump
+//!   `cqrs_revision`, set `cqrs_updated` and record the event in the same transaction, into the
+//!   [`Outbox`] that an [`OutboxRelay`] publishes in order (or directly after commit).
+//! - [`Tombstones`]: opt-in memory of deletes, so a stale SAVE cannot resurrect a row.
+//!
+//! Enable the drivers with the features `postgres`, `mysql` and `sqlite`.
+
+mod columns;
+mod master;
+mod outbox;
+mod relay;
+mod replica;
+mod sql;
+mod tombstones;
+
+pub use columns::to_json;
+pub use master::{Delivery, MasterTable, MetaInput, Serializer};
+pub use outbox::{Outbox, OutboxEvent};
+pub use relay::{OutboxRelay, RelayConfig, RelayStats, ShutdownRelay, StopRelay};
+pub use replica::{Hook, ReplicaTable, RowChange};
+pub use tombstones::Tombstones;
+
+use cqrs_actors::{Error, ErrorKind};
+
+/// A database error, retryable: the message is parked and tried again.
+pub(crate) fn db_error(context: &str, err: sea_orm::DbErr) -> Error {
+    Error::with_source(ErrorKind::Database, format!("{context}: {err}"), err)
+}
+
+/// Begins a transaction that will write. On SQLite it takes the write lock at once
+/// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes fails with "database
+/// is locked" when another connection writes in between, without waiting.
+pub(crate) async fn begin_write<C>(db: &C) -> cqrs_actors::Result<C::Transaction>
+where
+    C: sea_orm::TransactionTrait,
+{
+    let options = sea_orm::TransactionOptions {
+        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+        ..Default::default()
+    };
+    db.begin_with_options(options)
+        .await
+        .map_err(|e| db_error("begin", e))
+}

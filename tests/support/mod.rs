@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
+pub mod db;
+pub mod entities;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
 

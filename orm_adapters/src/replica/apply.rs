@@ -1,0 +1,474 @@
+//! Applying a batch in one transaction: the stored revisions, the decisions of WIRE.md
+//! section 4, and the net writes (deletes, then revision-guarded multi-row upserts).
+
+use std::collections::{HashMap, HashSet};
+
+use cqrs_actors::revision::{Decision, decide};
+use cqrs_actors::{Applied, Error, ReplicaEvent, Result, SignalType, Skip, values};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, Value};
+
+use super::{Prepared, ReplicaTable, RowChange};
+use crate::columns::{Column, to_json};
+use crate::db_error;
+use crate::sql::{Dialect, Query};
+
+impl ReplicaTable {
+    /// Applies prepared events in one transaction and commits.
+    pub(super) async fn apply_in_transaction(
+        &self,
+        items: &[(&ReplicaEvent, &Prepared)],
+    ) -> Result<Vec<Applied>> {
+        let txn = crate::begin_write(&self.db).await?;
+        let outcome = self.apply_items(&txn, items).await?;
+        txn.commit().await.map_err(|e| db_error("commit", e))?;
+        Ok(outcome)
+    }
+
+    async fn apply_items(
+        &self,
+        txn: &DatabaseTransaction,
+        items: &[(&ReplicaEvent, &Prepared)],
+    ) -> Result<Vec<Applied>> {
+        let mut keys: Vec<&Prepared> = Vec::new();
+        let mut seen = HashMap::new();
+        for (_, p) in items {
+            if seen.insert(p.pk_text.as_str(), ()).is_none() {
+                keys.push(p);
+            }
+        }
+        let mut stored = self.stored_revisions(txn, &keys).await?;
+        let existing: HashSet<String> = stored.keys().cloned().collect();
+        let mut buried = match &self.tombstones {
+            Some(t) => {
+                let keys: Vec<&str> = keys.iter().map(|p| p.pk_text.as_str()).collect();
+                t.load(txn, &self.table, &keys).await?
+            }
+            None => HashMap::new(),
+        };
+        if self.hooks.any() {
+            return self
+                .apply_with_hooks(txn, items, &mut stored, &mut buried)
+                .await;
+        }
+        let mut plan = Plan::default();
+        let mut outcome = Vec::with_capacity(items.len());
+        for (i, (event, p)) in items.iter().enumerate() {
+            let current = stored.get(&p.pk_text).copied();
+            if p.signal == SignalType::Delete {
+                if self.tombstones.is_some() {
+                    let t = buried.entry(p.pk_text.clone()).or_insert(p.revision);
+                    *t = (*t).max(p.revision);
+                }
+                stored.remove(&p.pk_text);
+                plan.delete(&p.pk_text, i);
+                outcome.push(if current.is_some() {
+                    Applied::Deleted
+                } else {
+                    Applied::Skipped(Skip::Missing)
+                });
+                continue;
+            }
+            let decision = decide(
+                p.signal,
+                current,
+                p.revision,
+                buried.get(&p.pk_text).copied(),
+            );
+            log_decision(event, p, current, decision);
+            if decision.writes() {
+                stored.insert(p.pk_text.clone(), p.revision);
+                plan.write(&p.pk_text, i, p.signal == SignalType::Sync);
+            }
+            outcome.push(applied(decision));
+        }
+        self.execute(txn, items, &plan, &existing).await?;
+        if let Some(t) = &self.tombstones {
+            let dead: Vec<(&str, i64)> = plan
+                .deleted()
+                .filter_map(|i| {
+                    let p = items[i].1;
+                    buried.get(&p.pk_text).map(|r| (p.pk_text.as_str(), *r))
+                })
+                .collect();
+            t.store(txn, &self.table, &dead).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// One event at a time, in order, calling the hooks where they are set.
+    async fn apply_with_hooks(
+        &self,
+        txn: &DatabaseTransaction,
+        items: &[(&ReplicaEvent, &Prepared)],
+        stored: &mut HashMap<String, i64>,
+        buried: &mut HashMap<String, i64>,
+    ) -> Result<Vec<Applied>> {
+        let mut outcome = Vec::with_capacity(items.len());
+        for (event, p) in items {
+            let current = stored.get(&p.pk_text).copied();
+            let change = || RowChange {
+                signal: p.signal,
+                pk: p.pk_json.clone(),
+                revision: p.revision,
+                stored_revision: current,
+                data: p.data.clone(),
+                previous_data: event.envelope().previous_data.clone(),
+                meta: event.envelope().meta.clone(),
+            };
+            let single = [(*event, *p)];
+            if p.signal == SignalType::Delete {
+                match &self.hooks.delete {
+                    Some(hook) => hook(txn, &change()).await?,
+                    None => {
+                        let mut plan = Plan::default();
+                        plan.delete(&p.pk_text, 0);
+                        self.execute(txn, &single, &plan, &HashSet::new()).await?;
+                    }
+                }
+                stored.remove(&p.pk_text);
+                if let Some(t) = &self.tombstones {
+                    let r = buried.entry(p.pk_text.clone()).or_insert(p.revision);
+                    *r = (*r).max(p.revision);
+                    t.store(txn, &self.table, &[(p.pk_text.as_str(), *r)])
+                        .await?;
+                }
+                outcome.push(if current.is_some() {
+                    Applied::Deleted
+                } else {
+                    Applied::Skipped(Skip::Missing)
+                });
+                continue;
+            }
+            let decision = decide(
+                p.signal,
+                current,
+                p.revision,
+                buried.get(&p.pk_text).copied(),
+            );
+            log_decision(event, p, current, decision);
+            if decision.writes() {
+                let hook = if current.is_none() {
+                    &self.hooks.create
+                } else {
+                    &self.hooks.update
+                };
+                match hook {
+                    Some(hook) => hook(txn, &change()).await?,
+                    None => {
+                        let mut plan = Plan::default();
+                        plan.write(&p.pk_text, 0, true);
+                        let existing: HashSet<String> =
+                            current.map(|_| p.pk_text.clone()).into_iter().collect();
+                        self.execute(txn, &single, &plan, &existing).await?;
+                    }
+                }
+                stored.insert(p.pk_text.clone(), p.revision);
+            }
+            outcome.push(applied(decision));
+        }
+        Ok(outcome)
+    }
+
+    /// The stored revision of each key, locked when `select_for_update` is on.
+    async fn stored_revisions(
+        &self,
+        txn: &DatabaseTransaction,
+        keys: &[&Prepared],
+    ) -> Result<HashMap<String, i64>> {
+        self.read_revisions(txn, keys, self.select_for_update).await
+    }
+
+    pub(super) async fn stored_revisions_unlocked(
+        &self,
+        txn: &DatabaseTransaction,
+        keys: &[&Prepared],
+    ) -> Result<HashMap<String, i64>> {
+        self.read_revisions(txn, keys, false).await
+    }
+
+    async fn read_revisions(
+        &self,
+        txn: &DatabaseTransaction,
+        keys: &[&Prepared],
+        lock: bool,
+    ) -> Result<HashMap<String, i64>> {
+        let pk = &self.columns[self.pk];
+        let mut out = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(self.dialect.max_values()) {
+            let mut q = Query::new(self.dialect);
+            q.push("SELECT ")
+                .ident(&pk.name)
+                .push(", ")
+                .ident("cqrs_revision")
+                .push(" FROM ")
+                .ident(&self.table)
+                .push(" WHERE ")
+                .ident(&pk.name)
+                .push(" IN ")
+                .value_list(chunk.iter().map(|p| p.pk.clone()));
+            if lock && self.dialect.has_row_locks() {
+                q.push(" FOR UPDATE");
+            }
+            let rows = txn
+                .query_all_raw(q.build())
+                .await
+                .map_err(|e| db_error("reading stored revisions", e))?;
+            for row in rows {
+                let key = values::pk_text(&to_json(&pk.read(&row, 0)?)?);
+                let revision: i64 = read_revision(&row, 1, &self.columns[self.revision])?;
+                out.insert(key, revision);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs the planned deletes, then the planned upserts, grouped by column set and by whether
+    /// the revision guard applies. `existing` holds the keys that had a row before the plan.
+    ///
+    /// On MySQL/MariaDB, rows that did not exist are written with a plain `INSERT`: its
+    /// `ON DUPLICATE KEY UPDATE` fires on any unique key, so an insert that collides with
+    /// another row's unique column would silently update nothing instead of failing.
+    async fn execute(
+        &self,
+        txn: &DatabaseTransaction,
+        items: &[(&ReplicaEvent, &Prepared)],
+        plan: &Plan,
+        existing: &HashSet<String>,
+    ) -> Result<()> {
+        let pk = &self.columns[self.pk];
+        let deletes: Vec<Value> = plan.deleted().map(|i| items[i].1.pk.clone()).collect();
+        for chunk in deletes.chunks(self.dialect.max_values()) {
+            let mut q = Query::new(self.dialect);
+            q.push("DELETE FROM ")
+                .ident(&self.table)
+                .push(" WHERE ")
+                .ident(&pk.name)
+                .push(" IN ")
+                .value_list(chunk.iter().cloned());
+            txn.execute_raw(q.build())
+                .await
+                .map_err(|e| db_error("deleting rows", e))?;
+        }
+        let mut groups: HashMap<(Vec<usize>, Write), Vec<&Prepared>> = HashMap::new();
+        for (i, guarded) in plan.written() {
+            let p = items[i].1;
+            let shape: Vec<usize> = p.row.iter().map(|(c, _)| *c).collect();
+            let fresh = !existing.contains(&p.pk_text) || plan.deletes(&p.pk_text);
+            let write = match (self.dialect, fresh, guarded) {
+                (Dialect::MySql, true, _) => Write::Insert,
+                (_, _, true) => Write::GuardedUpsert,
+                (_, _, false) => Write::Upsert,
+            };
+            groups.entry((shape, write)).or_default().push(p);
+        }
+        for ((shape, write), rows) in groups {
+            let per_statement = (self.dialect.max_values() / shape.len()).max(1);
+            for chunk in rows.chunks(per_statement) {
+                let stmt = self.upsert(&shape, write, chunk);
+                txn.execute_raw(stmt)
+                    .await
+                    .map_err(|e| db_error("writing rows", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `INSERT ... ON CONFLICT/DUPLICATE KEY UPDATE`, with the SAVE guard
+    /// `stored cqrs_revision < incoming` for [`Write::GuardedUpsert`].
+    fn upsert(&self, shape: &[usize], write: Write, rows: &[&Prepared]) -> sea_orm::Statement {
+        let d = self.dialect;
+        let names: Vec<&str> = shape
+            .iter()
+            .map(|&i| self.columns[i].name.as_str())
+            .collect();
+        let mut q = Query::new(d);
+        q.push("INSERT INTO ")
+            .ident(&self.table)
+            .push(" ")
+            .ident_list(names.iter().copied())
+            .push(" VALUES ");
+        for (n, p) in rows.iter().enumerate() {
+            if n > 0 {
+                q.push(", ");
+            }
+            q.value_list(p.row.iter().map(|(_, v)| v.clone()));
+        }
+        if write == Write::Insert {
+            return q.build();
+        }
+        let guarded = write == Write::GuardedUpsert;
+        let pk = self.columns[self.pk].name.as_str();
+        // The revision is assigned last: MySQL evaluates assignments left to right, so the
+        // guard must still see the old revision while the other columns are assigned.
+        let mut updated: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| *n != pk && *n != "cqrs_revision")
+            .collect();
+        updated.push("cqrs_revision");
+        let rev = d.ident("cqrs_revision");
+        match d {
+            Dialect::Postgres | Dialect::Sqlite => {
+                q.push(" ON CONFLICT (").ident(pk).push(") DO UPDATE SET ");
+                for (n, col) in updated.iter().enumerate() {
+                    let c = d.ident(col);
+                    q.push(&format!(
+                        "{}{c} = excluded.{c}",
+                        if n > 0 { ", " } else { "" }
+                    ));
+                }
+                if guarded {
+                    let t = d.ident(&self.table);
+                    q.push(&format!(" WHERE {t}.{rev} < excluded.{rev}"));
+                }
+            }
+            Dialect::MySql => {
+                q.push(" ON DUPLICATE KEY UPDATE ");
+                for (n, col) in updated.iter().enumerate() {
+                    let c = d.ident(col);
+                    let sep = if n > 0 { ", " } else { "" };
+                    if guarded {
+                        q.push(&format!(
+                            "{sep}{c} = IF({rev} < VALUES({rev}), VALUES({c}), {c})"
+                        ));
+                    } else {
+                        q.push(&format!("{sep}{c} = VALUES({c})"));
+                    }
+                }
+            }
+        }
+        q.build()
+    }
+}
+
+fn read_revision(row: &sea_orm::QueryResult, index: usize, column: &Column) -> Result<i64> {
+    match column.read(row, index)? {
+        Value::BigInt(Some(v)) => Ok(v),
+        Value::Int(Some(v)) => Ok(i64::from(v)),
+        Value::SmallInt(Some(v)) => Ok(i64::from(v)),
+        other => Err(Error::invalid_data(format!(
+            "stored cqrs_revision is not an integer: {other:?}"
+        ))),
+    }
+}
+
+/// How a planned row is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Write {
+    /// A row known not to exist (MySQL/MariaDB).
+    Insert,
+    /// Insert or overwrite (SYNC, or after a delete in the same batch).
+    Upsert,
+    /// Insert, or overwrite only an older revision (SAVE).
+    GuardedUpsert,
+}
+
+/// The net effect of a batch: per key, at most one delete and then at most one write.
+#[derive(Debug, Default)]
+struct Plan {
+    by_key: HashMap<String, KeyPlan>,
+}
+
+#[derive(Debug, Default)]
+struct KeyPlan {
+    delete: Option<usize>,
+    write: Option<usize>,
+    guarded: bool,
+}
+
+impl Plan {
+    fn delete(&mut self, key: &str, item: usize) {
+        let k = self.by_key.entry(key.to_owned()).or_default();
+        k.write = None;
+        k.delete.get_or_insert(item);
+    }
+
+    fn write(&mut self, key: &str, item: usize, sync: bool) {
+        let k = self.by_key.entry(key.to_owned()).or_default();
+        // The guard holds only while every write of the key in this batch is a SAVE applied on
+        // top of the stored row; a SYNC or a delete before it means the last write must win.
+        let first = k.write.is_none() && k.delete.is_none();
+        k.guarded = if first {
+            !sync
+        } else {
+            k.guarded && !sync && k.delete.is_none()
+        };
+        k.write = Some(item);
+    }
+
+    /// Whether the plan deletes `key`.
+    fn deletes(&self, key: &str) -> bool {
+        self.by_key.get(key).is_some_and(|k| k.delete.is_some())
+    }
+
+    /// Items whose key is deleted (once per key).
+    fn deleted(&self) -> impl Iterator<Item = usize> + '_ {
+        self.by_key.values().filter_map(|k| k.delete)
+    }
+
+    /// Items written last for their key, and whether the SAVE guard applies.
+    fn written(&self) -> impl Iterator<Item = (usize, bool)> + '_ {
+        self.by_key
+            .values()
+            .filter_map(|k| k.write.map(|w| (w, k.guarded)))
+    }
+}
+
+fn applied(decision: Decision) -> Applied {
+    match decision {
+        Decision::Create => Applied::Created,
+        Decision::Apply | Decision::ApplyAfterGap { .. } | Decision::ApplyDowngrade => {
+            Applied::Updated
+        }
+        Decision::IgnoreStale => Applied::Skipped(Skip::Stale),
+        Decision::IgnoreDuplicate => Applied::Skipped(Skip::Duplicate),
+        Decision::IgnoreDeleted => Applied::Skipped(Skip::Deleted),
+    }
+}
+
+fn log_decision(event: &ReplicaEvent, p: &Prepared, stored: Option<i64>, decision: Decision) {
+    let (cqrs_id, pk, incoming) = (event.cqrs_id(), p.pk_text.as_str(), p.revision);
+    match decision {
+        Decision::IgnoreStale => tracing::error!(
+            cqrs_id,
+            pk,
+            stored,
+            incoming,
+            "Wrong CQRS sync order: stale SAVE ignored"
+        ),
+        Decision::IgnoreDuplicate => {
+            tracing::error!(
+                cqrs_id,
+                pk,
+                stored,
+                incoming,
+                "Received duplicate CQRS data"
+            );
+            if incoming == 0 {
+                tracing::warn!(cqrs_id, pk, "CQRS potential creation race condition");
+            }
+        }
+        Decision::ApplyAfterGap { missing } => tracing::warn!(
+            cqrs_id,
+            pk,
+            stored,
+            incoming,
+            missing,
+            "Lost or filtered out {missing} CQRS packages"
+        ),
+        Decision::ApplyDowngrade => tracing::warn!(
+            cqrs_id,
+            pk,
+            stored,
+            incoming,
+            "CQRS revision downgrade on sync"
+        ),
+        Decision::IgnoreDeleted => tracing::warn!(
+            cqrs_id,
+            pk,
+            incoming,
+            "CQRS row was deleted at a newer revision; ignored"
+        ),
+        Decision::Create | Decision::Apply => {}
+    }
+}

@@ -1,0 +1,636 @@
+//! The SeaORM master side on SQLite, PostgreSQL and MariaDB: revision bookkeeping, the outbox
+//! and its relay (including a relay killed mid-window and two relays on one outbox), direct
+//! mode, and the sync, dump and diff primitives.
+
+// The scenarios are plain async functions run by generated #[test]s; a failed unwrap is a
+// failed test.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use cqrs_orm_adapters::{
+    Delivery, MasterTable, Outbox, OutboxRelay, RelayConfig, ReplicaTable, StopRelay,
+};
+use cqrs_sync::transports::memory::MemoryBroker;
+use cqrs_sync::{
+    Applied, CqrsConfig, CqrsSystem, JsonObject, ReplicaEvent, ReplicaModel, SignalType,
+    TransportHandle, handler_fn,
+};
+use rust_decimal::Decimal;
+use sea_orm::ActiveValue::Set;
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryOrder};
+use serde_json::{Value, json};
+use support::db::{Backend, TestDb};
+use support::entities::author;
+use support::{unique, wait_until};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+macro_rules! on_each_db {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+            #[actix_rt::test]
+            async fn sqlite() {
+                super::$scenario(Backend::Sqlite).await;
+            }
+            #[cfg(feature = "postgres")]
+            #[actix_rt::test]
+            async fn postgres() {
+                super::$scenario(Backend::Postgres).await;
+            }
+            #[cfg(feature = "mysql")]
+            #[actix_rt::test]
+            async fn mariadb() {
+                super::$scenario(Backend::MySql).await;
+            }
+        }
+    )*};
+}
+
+on_each_db!(
+    writes_bump_revisions_and_record_events,
+    relayed_events_reach_a_replica_table,
+    a_relay_killed_mid_window_loses_nothing,
+    two_relays_share_one_outbox,
+    direct_mode_publishes_after_commit,
+    sync_dump_and_diff_repair_a_replica,
+);
+
+fn new_author(name: &str) -> author::ActiveModel {
+    author::ActiveModel {
+        name: Set(name.to_owned()),
+        fee: Set(Some(Decimal::new(1250, 2))),
+        ..Default::default()
+    }
+}
+
+async fn master_db(backend: Backend, name: &str) -> (TestDb, Outbox) {
+    support::init_tracing();
+    let t = TestDb::new(backend, name).await;
+    t.create(author::Entity).await;
+    let outbox = Outbox::new(unique("outbox"));
+    outbox
+        .create_table(&t.db)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (t, outbox)
+}
+
+fn authors(outbox: &Outbox) -> MasterTable<author::Entity> {
+    MasterTable::new("author", author::Entity, Delivery::Outbox(outbox.clone()))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn pending(t: &TestDb, outbox: &Outbox) -> Vec<cqrs_sync::Envelope> {
+    outbox
+        .read(&t.db, 0, 10_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|e| e.envelope)
+        .collect()
+}
+
+async fn writes_bump_revisions_and_record_events(backend: Backend) {
+    let (t, outbox) = master_db(backend, "m_writes").await;
+    let table = authors(&outbox)
+        .with_tracked_fields([author::Column::Name, author::Column::Born])
+        .with_delete_data(|m: &author::Model| Some(json!({"name": m.name})))
+        .with_meta(|input| {
+            let mut meta = JsonObject::new();
+            meta.insert("signal".into(), json!(input.signal.as_str()));
+            Some(meta)
+        })
+        .with_correlation(|signal, id, pk, queue| Some(format!("{signal}:{id}:{pk}:{queue:?}")));
+    let a = table.insert(&t.db, new_author("Ann")).await.unwrap();
+    assert_eq!(a.cqrs_revision, 0);
+    let change = author::ActiveModel {
+        id: Set(a.id),
+        name: Set("Anne".into()),
+        ..Default::default()
+    };
+    let a2 = table.update(&t.db, change).await.unwrap();
+    assert_eq!(a2.cqrs_revision, 1);
+    assert!(a2.cqrs_updated >= a.cqrs_updated);
+    assert!(table.delete(&t.db, a.id).await.unwrap());
+    assert!(!table.delete(&t.db, a.id).await.unwrap(), "already gone");
+
+    let events = pending(&t, &outbox).await;
+    assert_eq!(events.len(), 3);
+    let (create, update, delete) = (&events[0], &events[1], &events[2]);
+    assert_eq!(create.signal_type, SignalType::Save);
+    assert_eq!(create.instance_data["name"], json!("Ann"));
+    let fee = create.instance_data["fee"]
+        .as_str()
+        .map(|s| s.parse::<Decimal>());
+    assert_eq!(fee, Some(Ok(Decimal::new(125, 1))), "decimals as strings");
+    assert_eq!(create.instance_data["cqrs_revision"], json!(0));
+    assert!(
+        create.instance_data["cqrs_updated"]
+            .as_str()
+            .is_some_and(|s| s.contains('+'))
+    );
+    assert_eq!(create.instance_pk, json!(a.id));
+    assert_eq!(
+        create.previous_data,
+        Some(object(json!({"name": null}))),
+        "create: tracked fields with a value, as null"
+    );
+    assert_eq!(create.meta, Some(object(json!({"signal": "SAVE"}))));
+    assert_eq!(
+        create.correlation_id.as_deref(),
+        Some(format!("SAVE:author:{}:None", a.id).as_str())
+    );
+    assert_eq!(update.instance_data["cqrs_revision"], json!(1));
+    assert_eq!(update.previous_data, Some(object(json!({"name": "Ann"}))));
+    assert_eq!(delete.signal_type, SignalType::Delete);
+    let keys: Vec<&str> = delete.instance_data.keys().map(String::as_str).collect();
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    assert_eq!(delete.instance_data["id"], json!(a.id));
+    assert_eq!(delete.instance_data["cqrs_revision"], json!(2));
+    assert_eq!(delete.instance_data["custom"], json!({"name": "Anne"}));
+
+    // Bulk create and bulk update: revisions in SQL, one event per row.
+    let rows = table
+        .insert_many(
+            &t.db,
+            vec![new_author("B"), new_author("C"), new_author("D")],
+        )
+        .await
+        .unwrap();
+    assert!(rows.iter().all(|r| r.cqrs_revision == 0));
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let n = table
+        .update_many(
+            &t.db,
+            Condition::all().add(author::Column::Id.is_in(ids.clone())),
+            vec![(author::Column::Name, "bulk".into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+    let stored = author::Entity::find()
+        .order_by_asc(author::Column::Id)
+        .all(&t.db)
+        .await
+        .unwrap();
+    assert!(
+        stored
+            .iter()
+            .all(|r| r.cqrs_revision == 1 && r.name == "bulk")
+    );
+    let events = pending(&t, &outbox).await;
+    assert_eq!(events.len(), 3 + 3 + 3);
+    let bulk = &events[6..];
+    assert!(
+        bulk.iter()
+            .all(|e| e.instance_data["cqrs_revision"] == json!(1))
+    );
+    assert_eq!(
+        bulk[0].previous_data,
+        Some(object(json!({"name": "B", "born": null}))),
+        "bulk update: every tracked field, before the update"
+    );
+
+    // Filtered rows and produce off: revisions move, nothing is recorded.
+    let filtered = authors(&outbox).with_is_sync_instance(|m: &author::Model| m.name != "secret");
+    let s = filtered.insert(&t.db, new_author("secret")).await.unwrap();
+    let quiet = authors(&outbox).with_produce(false);
+    let change = author::ActiveModel {
+        id: Set(s.id),
+        fee: Set(None),
+        ..Default::default()
+    };
+    assert_eq!(quiet.update(&t.db, change).await.unwrap().cqrs_revision, 1);
+    let subset = authors(&outbox).with_fields([author::Column::Name]);
+    subset.insert(&t.db, new_author("E")).await.unwrap();
+    let events = pending(&t, &outbox).await;
+    assert_eq!(events.len(), 10, "one more event, from the subset table");
+    let mut last: Vec<&str> = events[9].instance_data.keys().map(String::as_str).collect();
+    last.sort_unstable();
+    assert_eq!(last, ["cqrs_revision", "cqrs_updated", "id", "name"]);
+    t.cleanup().await;
+}
+
+fn object(v: Value) -> JsonObject {
+    match v {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+/// A system consuming `author` events into a recording handler, one worker so the record
+/// keeps the delivery order.
+async fn recording_system(
+    transport: &TransportHandle,
+    queue: &str,
+) -> (CqrsSystem, Arc<Mutex<Vec<(i64, i64, SignalType)>>>) {
+    let seen: Arc<Mutex<Vec<(i64, i64, SignalType)>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let handler = handler_fn(move |e: ReplicaEvent| {
+        let record = Arc::clone(&record);
+        async move {
+            let env = e.envelope();
+            let pk = match env.signal_type {
+                SignalType::Delete => env.instance_data["id"].as_i64(),
+                _ => env.instance_pk.as_i64(),
+            }
+            .unwrap_or(-1);
+            let revision = env.revision().unwrap_or(-1);
+            record
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((pk, revision, env.signal_type));
+            Ok(Applied::Updated)
+        }
+    });
+    let system = CqrsSystem::builder()
+        .config(CqrsConfig::default().with_queue(queue))
+        .master(cqrs_sync::MasterModel::new("author"))
+        .replica(ReplicaModel::new("author", handler))
+        .transport(transport.clone())
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    (system, seen)
+}
+
+fn start_relay(
+    t: &TestDb,
+    outbox: &Outbox,
+    system: &CqrsSystem,
+    config: RelayConfig,
+) -> (Addr<OutboxRelay>, Arc<cqrs_orm_adapters::RelayStats>) {
+    let relay = OutboxRelay::new(t.db.clone(), outbox.clone(), system.publisher(), config);
+    let stats = relay.stats();
+    (relay.start(), stats)
+}
+
+async fn drained(t: &TestDb, outbox: &Outbox) {
+    wait_until("the outbox to drain", PATIENCE, || async {
+        outbox.pending(&t.db).await.is_ok_and(|n| n == 0)
+    })
+    .await;
+}
+
+/// Writes `rows` rows and `updates` updates of each, through `table`.
+async fn write_history(
+    t: &TestDb,
+    table: &MasterTable<author::Entity>,
+    rows: usize,
+    updates: usize,
+) -> BTreeMap<i64, i64> {
+    let mut last = BTreeMap::new();
+    let created = table
+        .insert_many(
+            &t.db,
+            (0..rows).map(|i| new_author(&format!("a{i}"))).collect(),
+        )
+        .await
+        .unwrap();
+    for a in &created {
+        last.insert(a.id, 0);
+    }
+    for round in 1..=updates {
+        for a in &created {
+            let change = author::ActiveModel {
+                id: Set(a.id),
+                name: Set(format!("a{}-{round}", a.id)),
+                ..Default::default()
+            };
+            let m = table.update(&t.db, change).await.unwrap();
+            last.insert(a.id, m.cqrs_revision);
+        }
+    }
+    last
+}
+
+/// Every committed revision arrived, in per-row order; returns how many arrived twice.
+fn check_history(seen: &[(i64, i64, SignalType)], last: &BTreeMap<i64, i64>) -> usize {
+    let distinct: HashSet<(i64, i64)> = seen.iter().map(|(p, r, _)| (*p, *r)).collect();
+    for (pk, top) in last {
+        for rev in 0..=*top {
+            assert!(
+                distinct.contains(&(*pk, rev)),
+                "row {pk} revision {rev} never arrived"
+            );
+        }
+        let order: Vec<i64> = seen
+            .iter()
+            .filter(|(p, ..)| p == pk)
+            .map(|(_, r, _)| *r)
+            .collect();
+        assert!(
+            order.windows(2).all(|w| w[0] <= w[1]),
+            "row {pk} arrived out of order: {order:?}"
+        );
+    }
+    seen.len() - distinct.len()
+}
+
+async fn relayed_events_reach_a_replica_table(backend: Backend) {
+    let (t, outbox) = master_db(backend, "m_e2e").await;
+    let replica_db = TestDb::new(backend, "m_e2e_replica").await;
+    replica_db.create(author::Entity).await;
+    let queue = unique("e2e");
+    let (transport, _broker) = MemoryBroker::default().start_transport();
+    let table = authors(&outbox);
+    let replica = ReplicaTable::new(replica_db.db.clone(), author::Entity).unwrap();
+    let system = CqrsSystem::builder()
+        .config(CqrsConfig::default().with_queue(&queue))
+        .master(table.model())
+        .replica(ReplicaModel::new("author", replica))
+        .transport(transport.clone())
+        .start()
+        .await
+        .unwrap();
+    let (relay, _) = start_relay(&t, &outbox, &system, RelayConfig::default());
+    write_history(&t, &table, 20, 3).await;
+    let first = author::Entity::find()
+        .order_by_asc(author::Column::Id)
+        .all(&t.db)
+        .await
+        .unwrap();
+    for victim in first.iter().step_by(4) {
+        table.delete(&t.db, victim.id).await.unwrap();
+    }
+    drained(&t, &outbox).await;
+    let master = author::Entity::find().order_by_asc(author::Column::Id);
+    wait_until("the replica to match the master", PATIENCE, || {
+        let (master, replica) = (
+            master.clone(),
+            author::Entity::find().order_by_asc(author::Column::Id),
+        );
+        let (m_db, r_db) = (&t.db, &replica_db.db);
+        async move {
+            let m = master.all(m_db).await.unwrap_or_default();
+            let r = replica.all(r_db).await.unwrap_or_default();
+            same_rows(&m, &r)
+        }
+    })
+    .await;
+    relay.send(StopRelay).await.unwrap();
+    system.shutdown().await.unwrap();
+    replica_db.cleanup().await;
+    t.cleanup().await;
+}
+
+/// Rows equal in every column but `cqrs_updated`'s sub-second part, which MySQL's
+/// `TIMESTAMP` drops.
+fn same_rows(a: &[author::Model], b: &[author::Model]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            (x.id, &x.name, x.fee, x.born, x.cqrs_revision)
+                == (y.id, &y.name, y.fee, y.born, y.cqrs_revision)
+                && x.cqrs_updated.timestamp() == y.cqrs_updated.timestamp()
+        })
+}
+
+async fn a_relay_killed_mid_window_loses_nothing(backend: Backend) {
+    let (t, outbox) = master_db(backend, "m_kill").await;
+    let queue = unique("kill");
+    let (transport, _broker) = MemoryBroker::default().start_transport();
+    let (system, seen) = recording_system(&transport, &queue).await;
+    let table = authors(&outbox);
+    let last = write_history(&t, &table, 40, 15).await;
+    let total: i64 = last.values().map(|r| r + 1).sum();
+    let window = 32;
+    let config = || {
+        RelayConfig::default()
+            .with_window(window)
+            .with_lease_ttl(Duration::from_millis(400))
+            .with_poll_interval(Duration::from_millis(50))
+    };
+    let (first, stats) = start_relay(&t, &outbox, &system, config());
+    wait_until("some events relayed", PATIENCE, || {
+        let n = stats.relayed();
+        async move { n >= 100 }
+    })
+    .await;
+    first.send(StopRelay).await.unwrap();
+    let before_restart = seen.lock().unwrap().len();
+    assert!(
+        (before_restart as i64) < total,
+        "the relay was stopped before the end ({before_restart} of {total})"
+    );
+    let (second, _) = start_relay(&t, &outbox, &system, config());
+    drained(&t, &outbox).await;
+    system.settle().await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let twice = check_history(&seen, &last);
+    assert!(
+        twice <= window,
+        "{twice} events were sent twice; the window is {window}"
+    );
+    second.send(StopRelay).await.unwrap();
+    system.shutdown().await.unwrap();
+    t.cleanup().await;
+}
+
+async fn two_relays_share_one_outbox(backend: Backend) {
+    let (t, outbox) = master_db(backend, "m_two").await;
+    let queue = unique("two");
+    let (transport, _broker) = MemoryBroker::default().start_transport();
+    let (system, seen) = recording_system(&transport, &queue).await;
+    // A second "process": its own connection pool and relay on the same outbox table.
+    let other_db = t.reconnect().await;
+    let config = |owner: &str| {
+        RelayConfig::default()
+            .with_owner(owner)
+            .with_window(16)
+            .with_poll_interval(Duration::from_millis(20))
+    };
+    let (a, a_stats) = start_relay(&t, &outbox, &system, config("a"));
+    let other_outbox = Outbox::new(outbox.table());
+    let b_relay = OutboxRelay::new(other_db, other_outbox, system.publisher(), config("b"));
+    let b_stats = b_relay.stats();
+    let b = b_relay.start();
+    let table = authors(&outbox);
+    let last = write_history(&t, &table, 25, 8).await;
+    drained(&t, &outbox).await;
+    system.settle().await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        check_history(&seen, &last),
+        0,
+        "nothing was published twice"
+    );
+    assert_eq!(
+        a_stats.relayed() + b_stats.relayed(),
+        seen.len() as u64,
+        "each event relayed by exactly one relay"
+    );
+    a.send(StopRelay).await.unwrap();
+    b.send(StopRelay).await.unwrap();
+    system.shutdown().await.unwrap();
+    t.cleanup().await;
+}
+
+async fn direct_mode_publishes_after_commit(backend: Backend) {
+    support::init_tracing();
+    let t = TestDb::new(backend, "m_direct").await;
+    t.create(author::Entity).await;
+    let queue = unique("direct_mode");
+    let (transport, _broker) = MemoryBroker::default().start_transport();
+    let (system, seen) = recording_system(&transport, &queue).await;
+    let table = MasterTable::new(
+        "author",
+        author::Entity,
+        Delivery::Direct(system.publisher()),
+    )
+    .unwrap();
+    let last = write_history(&t, &table, 5, 2).await;
+    system.settle().await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(check_history(&seen, &last), 0);
+    assert_eq!(seen.len(), 15);
+    system.shutdown().await.unwrap();
+    t.cleanup().await;
+}
+
+async fn sync_dump_and_diff_repair_a_replica(backend: Backend) {
+    let (t, outbox) = master_db(backend, "m_sync").await;
+    let replica_db = TestDb::new(backend, "m_sync_replica").await;
+    replica_db.create(author::Entity).await;
+    let queue = unique("sync");
+    let (transport, _broker) = MemoryBroker::default().start_transport();
+    let table = authors(&outbox);
+    let replica = ReplicaTable::new(replica_db.db.clone(), author::Entity).unwrap();
+    let system = CqrsSystem::builder()
+        .config(CqrsConfig::default().with_queue(&queue))
+        .master(table.model())
+        .replica(ReplicaModel::new("author", replica.clone()))
+        .transport(transport.clone())
+        .start()
+        .await
+        .unwrap();
+    write_history(&t, &table, 10, 1).await;
+
+    // Bulk dump on the master, bulk load on the replica.
+    let mut lines = Vec::new();
+    let mut after = None;
+    loop {
+        let page = table.dump_page(&t.db, after.clone(), 4).await.unwrap();
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        lines.extend(page.into_iter().map(|(_, data)| data));
+    }
+    assert_eq!(lines.len(), 10);
+    let loaded = replica.load("author", lines).await;
+    assert!(loaded.iter().all(|r| matches!(r, Ok(Applied::Created))));
+
+    // Break the replica: one stale row, one missing, one extra.
+    let rows = author::Entity::find()
+        .order_by_asc(author::Column::Id)
+        .all(&t.db)
+        .await
+        .unwrap();
+    let (stale, gone) = (rows[2].id, rows[3].id);
+    let change = author::ActiveModel {
+        id: Set(stale),
+        name: Set("newer on the master".into()),
+        ..Default::default()
+    };
+    table.update(&t.db, change).await.unwrap();
+    replica.delete_pks(&[json!(gone)]).await.unwrap();
+    let extra = author::ActiveModel {
+        id: Set(9_999),
+        name: Set("only here".into()),
+        cqrs_revision: Set(0),
+        cqrs_updated: Set(chrono::Utc::now()),
+        ..Default::default()
+    };
+    sea_orm::ActiveModelTrait::insert(extra, &replica_db.db)
+        .await
+        .unwrap();
+
+    // diff master -> diff replica -> diff sync (directed to this queue).
+    let mut to_sync = Vec::new();
+    let mut after = None;
+    loop {
+        let page = table.revisions_page(&t.db, after.clone(), 3).await.unwrap();
+        let Some((last, _)) = page.last() else { break };
+        after = Some(sea_orm::Value::BigInt(last.as_i64()));
+        to_sync.extend(replica.diff(&page).await.unwrap());
+    }
+    assert_eq!(to_sync, [json!(stale), json!(gone)]);
+    let ids: Vec<i64> = to_sync.iter().filter_map(Value::as_i64).collect();
+    let synced = table
+        .sync(
+            &t.db,
+            Condition::all().add(author::Column::Id.is_in(ids)),
+            Some(&queue),
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(synced, 2);
+
+    // deleted diff replica -> deleted diff master -> deleted sync replica.
+    let pks = replica.pks_page(None, 1_000).await.unwrap();
+    let pk_values: Vec<sea_orm::Value> = pks
+        .iter()
+        .map(|p| sea_orm::Value::BigInt(p.as_i64()))
+        .collect();
+    let missing = table.missing(&t.db, pk_values).await.unwrap();
+    assert_eq!(missing, [json!(9_999)]);
+    assert_eq!(replica.delete_pks(&missing).await.unwrap(), 1);
+
+    let (relay, _) = start_relay(&t, &outbox, &system, RelayConfig::default());
+    drained(&t, &outbox).await;
+    wait_until("the replica to be repaired", PATIENCE, || {
+        let (m_db, r_db) = (&t.db, &replica_db.db);
+        async move {
+            let m = author::Entity::find()
+                .order_by_asc(author::Column::Id)
+                .all(m_db)
+                .await
+                .unwrap_or_default();
+            let r = author::Entity::find()
+                .order_by_asc(author::Column::Id)
+                .all(r_db)
+                .await
+                .unwrap_or_default();
+            same_rows(&m, &r)
+        }
+    })
+    .await;
+    relay.send(StopRelay).await.unwrap();
+    system.shutdown().await.unwrap();
+    replica_db.cleanup().await;
+    t.cleanup().await;
+}
+
+#[actix_rt::test]
+async fn an_event_no_queue_takes_does_not_block_the_outbox() {
+    let (t, outbox) = master_db(Backend::Sqlite, "m_unroutable").await;
+    let (transport, _broker) = MemoryBroker::default().start_transport();
+    let table = authors(&outbox);
+    // A master with no replica anywhere: every publish is unroutable.
+    let system = CqrsSystem::builder()
+        .master(table.model())
+        .transport(transport)
+        .start()
+        .await
+        .unwrap();
+    let (relay, stats) = start_relay(&t, &outbox, &system, RelayConfig::default());
+    table
+        .insert(&t.db, new_author("nobody listens"))
+        .await
+        .unwrap();
+    table
+        .insert(&t.db, new_author("still nobody"))
+        .await
+        .unwrap();
+    drained(&t, &outbox).await;
+    assert_eq!(stats.relayed(), 2);
+    relay.send(StopRelay).await.unwrap();
+    system.shutdown().await.unwrap();
+    t.cleanup().await;
+}
