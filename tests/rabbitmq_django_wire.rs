@@ -2,7 +2,7 @@
 //! `tests/django_wire/`, run with the virtualenv `target/django-venv` that
 //! `tests/django_wire/setup-venv.sh` creates and `.ci/run` prepares):
 //! - a Django master's creates, updates, deletes, directed and broadcast syncs are applied by a
-//!   Rust replica to the same table contents;
+//!   Rust replica (a SeaORM `ReplicaTable` on SQLite) to the same table contents;
 //! - a Rust master's events are applied by a Django replica (`cqrs_consume`) to the same
 //!   contents;
 //! - a Django replica and a Rust replica bound to one exchange both converge.
@@ -21,14 +21,38 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
+use cqrs_orm_adapters::ReplicaTable;
 use cqrs_sync::transport::Declare;
 use cqrs_sync::transports::rabbitmq::{RabbitMqConfig, RabbitMqTransport, Teardown};
-use cqrs_sync::{
-    CqrsConfig, CqrsSystem, JsonObject, MasterModel, MemoryTable, ReplicaModel, TransportHandle,
-};
+use cqrs_sync::{CqrsConfig, CqrsSystem, JsonObject, MasterModel, ReplicaModel, TransportHandle};
 use cqrs_transports::conformance::run_check;
+use sea_orm::EntityTrait;
 use serde_json::{Value, json};
+use support::db::{Backend, TestDb};
 use support::{unique, wait_until};
+
+/// The Rust replica's table: the Django replica's columns, SeaORM types.
+mod author {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "author")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub name: String,
+        #[sea_orm(column_type = "Decimal(Some((6, 2)))")]
+        pub rating: Decimal,
+        pub birth_date: Option<Date>,
+        pub cqrs_revision: i64,
+        pub cqrs_updated: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
 
 const PATIENCE: Duration = Duration::from_secs(90);
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672";
@@ -168,11 +192,24 @@ fn normalise(row: &Value, revision: i64) -> (i64, (String, String, Option<String
     )
 }
 
-fn rust_table(table: &MemoryTable) -> Table {
-    table
-        .snapshot()
-        .into_values()
-        .map(|r| normalise(&Value::Object(r.data), r.revision))
+/// The SeaORM replica's rows, normalised like the Django tables.
+async fn rust_table(db: &TestDb) -> Table {
+    author::Entity::find()
+        .all(&db.db)
+        .await
+        .unwrap_or_else(|e| panic!("read the Rust replica: {e}"))
+        .into_iter()
+        .map(|a| {
+            (
+                a.id,
+                (
+                    a.name,
+                    format!("{:.2}", a.rating),
+                    a.birth_date.map(|d| d.to_string()),
+                    a.cqrs_revision,
+                ),
+            )
+        })
         .collect()
 }
 
@@ -199,16 +236,24 @@ async fn declare_django_queue(transport: &TransportHandle, queue: &str) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-async fn rust_replica(transport: &TransportHandle, queue: &str) -> (CqrsSystem, MemoryTable) {
-    let table = MemoryTable::new();
+/// A Rust replica of `author` on `queue`, applying into a SQLite table through SeaORM.
+async fn rust_replica(transport: &TransportHandle, queue: &str) -> (CqrsSystem, TestDb) {
+    let db = TestDb::new(Backend::Sqlite, "wire").await;
+    db.create(author::Entity).await;
+    let table = ReplicaTable::new(db.db.clone(), author::Entity).unwrap_or_else(|e| panic!("{e}"));
     let system = CqrsSystem::builder()
-        .config(CqrsConfig::default().with_queue(queue).with_workers(2))
-        .replica(ReplicaModel::new("author", table.clone()))
+        .config(
+            CqrsConfig::default()
+                .with_queue(queue)
+                .with_workers(1)
+                .with_batch_size(100),
+        )
+        .replica(ReplicaModel::new("author", table))
         .transport(transport.clone())
         .start()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    (system, table)
+    (system, db)
 }
 
 async fn teardown(addr: &Addr<RabbitMqTransport>) {
@@ -260,10 +305,11 @@ async fn a_django_master_feeds_a_rust_replica() {
             wait_until(
                 "the Rust replica equals the Django master",
                 PATIENCE,
-                || async { rust_table(&table) == expected },
+                || async { rust_table(&table).await == expected },
             )
             .await;
             replica.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+            table.cleanup().await;
         },
         teardown(&addr),
     )
@@ -382,11 +428,12 @@ async fn a_django_and_a_rust_replica_on_one_exchange_both_converge() {
             wait_until(
                 "the Rust replica equals the Django master",
                 PATIENCE,
-                || async { rust_table(&table) == expected },
+                || async { rust_table(&table).await == expected },
             )
             .await;
             wait_django(&dj_replica, &expected).await;
             replica.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+            table.cleanup().await;
             drop(_consumer);
         },
         teardown(&addr),

@@ -1,6 +1,6 @@
 //! Fault tests on the real broker: the broker closes every connection while 10,000 events
-//! flow, and a replica process is killed mid-stream and restarted. In both cases the replica
-//! ends with the master's rows and no event is missing.
+//! flow (into a SeaORM replica table on SQLite), and a replica process is killed mid-stream and
+//! restarted. In both cases the replica ends with the master's rows and no event is missing.
 
 #![cfg(feature = "rabbitmq")]
 
@@ -12,16 +12,49 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cqrs_orm_adapters::ReplicaTable;
 use cqrs_sync::transport::Declare;
 use cqrs_sync::{
-    Applied, CqrsConfig, CqrsSystem, MasterModel, MemoryTable, ReplicaEvent, ReplicaModel,
-    handler_fn,
+    Applied, CqrsConfig, CqrsSystem, MasterModel, ReplicaEvent, ReplicaModel, handler_fn,
 };
 use futures_util::future::join_all;
+use sea_orm::EntityTrait;
+use support::db::{Backend, TestDb};
 use support::rabbitmq::{Vhost, close_all_connections, connect};
 use support::{row, wait_until};
 
 const PATIENCE: Duration = Duration::from_secs(120);
+
+/// The replica table of the close test.
+mod item {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "item")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub name: String,
+        pub cqrs_revision: i64,
+        pub cqrs_updated: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `id -> (revision, name)` as the replica table holds it.
+async fn items(db: &TestDb) -> BTreeMap<i64, (i64, String)> {
+    item::Entity::find()
+        .all(&db.db)
+        .await
+        .unwrap_or_else(|e| panic!("read the replica: {e}"))
+        .into_iter()
+        .map(|i| (i.id, (i.cqrs_revision, i.name)))
+        .collect()
+}
 
 /// Publishes revision `rev` of rows `ids`, all in flight at once, and checks every confirm.
 async fn publish_batch(publisher: &cqrs_sync::Publisher, ids: std::ops::Range<i64>, rev: i64) {
@@ -39,10 +72,17 @@ async fn the_broker_closing_every_connection_mid_stream_loses_nothing() {
     let vhost = Vhost::create("cqrs_fault_close");
     let (master_t, _m) = connect(vhost.config()).await;
     let (replica_t, _r) = connect(vhost.config()).await;
-    let table = MemoryTable::new();
+    let db = TestDb::new(Backend::Sqlite, "fault_close").await;
+    db.create(item::Entity).await;
+    let table = ReplicaTable::new(db.db.clone(), item::Entity).unwrap_or_else(|e| panic!("{e}"));
     let replica = CqrsSystem::builder()
-        .config(CqrsConfig::default().with_queue("faulty").with_workers(4))
-        .replica(ReplicaModel::new("item", table.clone()))
+        .config(
+            CqrsConfig::default()
+                .with_queue("faulty")
+                .with_workers(1)
+                .with_batch_size(500),
+        )
+        .replica(ReplicaModel::new("item", table))
         .transport(replica_t.clone())
         .start()
         .await
@@ -76,18 +116,13 @@ async fn the_broker_closing_every_connection_mid_stream_loses_nothing() {
             c.await.unwrap_or_else(|e| panic!("{e}"));
         }
     }
-    let expected: BTreeMap<String, i64> = (1..=rows).map(|id| (id.to_string(), 1)).collect();
+    let expected: BTreeMap<i64, (i64, String)> = (1..=rows)
+        .map(|id| (id, (1, format!("item-{id}-r1"))))
+        .collect();
     wait_until(
-        "the replica has every row at its last revision",
+        "the replica table equals the master's rows",
         PATIENCE,
-        || async {
-            table
-                .snapshot()
-                .into_iter()
-                .map(|(pk, r)| (pk, r.revision))
-                .collect::<BTreeMap<_, _>>()
-                == expected
-        },
+        || async { items(&db).await == expected },
     )
     .await;
     replica.settle().await.unwrap_or_else(|e| panic!("{e}"));
@@ -96,6 +131,7 @@ async fn the_broker_closing_every_connection_mid_stream_loses_nothing() {
     for s in [replica, master] {
         s.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
     }
+    db.cleanup().await;
 }
 
 const CHILD_URL: &str = "CQRS_FAULT_CHILD_URL";
