@@ -82,6 +82,11 @@ impl RabbitMqTransport {
         };
         spec.pending = spec.pending.saturating_sub(1);
         match opened {
+            Ok((channel, _)) if !spec.active => {
+                actix::spawn(async move {
+                    let _ = channel.close(200, "consumer cancelled".into()).await;
+                });
+            }
             Ok((channel, stream)) => {
                 let entry = Arc::new(ChannelEntry {
                     consumer: tag,
@@ -91,13 +96,6 @@ impl RabbitMqTransport {
                     lapin_tag: stream.tag(),
                     unacked: Arc::default(),
                 });
-                if !spec.active {
-                    let _ = entry;
-                    actix::spawn(async move {
-                        let _ = channel.close(200, "consumer cancelled".into()).await;
-                    });
-                    return;
-                }
                 consumer::forward(
                     stream,
                     Forward {
