@@ -13,29 +13,38 @@ use super::publisher::Outgoing;
 use super::{RabbitMqTransport, consumer, topology};
 
 impl RabbitMqTransport {
-    fn outgoing(
+    /// Hands a message to the publisher; resolves once the broker confirmed it.
+    fn publish_to(
         &self,
         exchange: &str,
         routing_key: &str,
         body: Vec<u8>,
-        properties: BasicProperties,
-    ) -> Result<Outgoing> {
-        Ok(Outgoing {
-            exchange: topology::short("exchange", exchange)?,
-            routing_key: topology::short("routing key", routing_key)?,
-            body,
-            properties,
-        })
+        properties: Result<BasicProperties>,
+    ) -> ResponseFuture<Result<()>> {
+        let out = properties.and_then(|properties| {
+            Ok(Outgoing {
+                exchange: topology::short("exchange", exchange)?,
+                routing_key: topology::short("routing key", routing_key)?,
+                body,
+                properties,
+            })
+        });
+        match out {
+            Ok(out) => Box::pin(self.publisher.publish(out)),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
     }
 }
 
+/// Persistent, with the content type, headers and expiration of WIRE.md section 3. Headers
+/// whose name is too long for AMQP are left out.
 fn properties(
     content_type: &str,
     headers: &Headers,
     expiration: Option<Duration>,
-) -> BasicProperties {
+) -> Result<BasicProperties> {
     let mut props = BasicProperties::default()
-        .with_content_type(ShortString::from(content_type.to_owned()))
+        .with_content_type(topology::short("content type", content_type)?)
         .with_delivery_mode(2);
     if !headers.is_empty() {
         let mut table = FieldTable::default();
@@ -47,9 +56,9 @@ fn properties(
         props = props.with_headers(table);
     }
     if let Some(ttl) = expiration {
-        props = props.with_expiration(ShortString::from(ttl.as_millis().to_string()));
+        props = props.with_expiration(topology::short("expiration", &ttl.as_millis().to_string())?);
     }
-    props
+    Ok(props)
 }
 
 impl Handler<Publish> for RabbitMqTransport {
@@ -64,10 +73,7 @@ impl Handler<Publish> for RabbitMqTransport {
             expiration,
         } = msg;
         let props = properties(&content_type, &headers, expiration);
-        match self.outgoing(self.config.exchange(), &route.routing_key(), body, props) {
-            Ok(out) => Box::pin(self.publisher.publish(out)),
-            Err(e) => Box::pin(async move { Err(e) }),
-        }
+        self.publish_to(self.config.exchange(), &route.routing_key(), body, props)
     }
 }
 
@@ -103,15 +109,12 @@ impl Handler<Park> for RabbitMqTransport {
             headers.insert(topology::HEADER_DUE.to_owned(), due.to_string());
         }
         let props = properties(&msg.message.content_type, &headers, None);
-        match self.outgoing(
+        self.publish_to(
             &topology::park_exchange(&queue),
             &routing_key,
             msg.message.body,
             props,
-        ) {
-            Ok(out) => Box::pin(self.publisher.publish(out)),
-            Err(e) => Box::pin(async move { Err(e) }),
-        }
+        )
     }
 }
 
@@ -131,9 +134,35 @@ impl Handler<PublishDeadLetter> for RabbitMqTransport {
             .content_type
             .unwrap_or_else(|| cqrs_actors::JSON_CONTENT_TYPE.to_owned());
         let props = properties(&content_type, &msg.headers, msg.ttl);
-        match self.outgoing(&exchange, &routing_key, msg.body, props) {
-            Ok(out) => Box::pin(self.publisher.publish(out)),
-            Err(e) => Box::pin(async move { Err(e) }),
-        }
+        self.publish_to(&exchange, &routing_key, msg.body, props)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_follow_the_wire_contract_and_never_panic() {
+        let props = properties(
+            "text/plain",
+            &Headers::new(),
+            Some(Duration::from_secs(864_000)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            props.content_type().as_ref().map(|c| c.as_str()),
+            Some("text/plain")
+        );
+        assert_eq!(*props.delivery_mode(), Some(2));
+        assert_eq!(
+            props.expiration().as_ref().map(|e| e.as_str()),
+            Some("864000000")
+        );
+        let too_long = properties(&"x".repeat(300), &Headers::new(), None);
+        assert_eq!(
+            too_long.map(|_| ()).map_err(|e| e.kind()),
+            Err(ErrorKind::Config)
+        );
     }
 }
