@@ -9,13 +9,15 @@ pub use cqrs_actors::{
     values,
 };
 
-/// Transports: [`transports::memory`] (feature `memory`) and the conformance suite (feature
-/// `conformance`).
+/// Transports: [`transports::memory`] (feature `memory`), [`transports::rabbitmq`] (feature
+/// `rabbitmq`) and the conformance suite (feature `conformance`).
 pub mod transports {
     #[cfg(feature = "conformance")]
     pub use cqrs_transports::conformance;
     #[cfg(feature = "memory")]
     pub use cqrs_transports::memory;
+    #[cfg(feature = "rabbitmq")]
+    pub use cqrs_transports::rabbitmq;
 }
 
 /// The SeaORM adapters (feature `sea-orm`; drivers with `postgres`, `mysql`, `sqlite`).

@@ -3,6 +3,8 @@
 
 pub mod db;
 pub mod entities;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

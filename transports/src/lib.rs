@@ -2,8 +2,12 @@
 //! [`cqrs_actors::transport`]; [`conformance`] is the suite every transport passes.
 //!
 //! - [`memory`] (feature `memory`, on by default): in-process, with seeded fault injection.
+//! - [`rabbitmq`] (feature `rabbitmq`; `rabbitmq-tls` adds `amqps://`): RabbitMQ through lapin,
+//!   wire-compatible with django-cqrs.
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;

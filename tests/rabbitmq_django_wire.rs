@@ -1,0 +1,443 @@
+//! The wire test against the real django-cqrs 3.1.0 from PyPI (the Django project in
+//! `tests/django_wire/`, run with the virtualenv `target/django-venv` that
+//! `tests/django_wire/setup-venv.sh` creates and `.ci/run` prepares):
+//! - a Django master's creates, updates, deletes, directed and broadcast syncs are applied by a
+//!   Rust replica (a SeaORM `ReplicaTable` on SQLite) to the same table contents;
+//! - a Rust master's events are applied by a Django replica (`cqrs_consume`) to the same
+//!   contents;
+//! - a Django replica and a Rust replica bound to one exchange both converge.
+//!
+//! django-cqrs 3.1.0 always uses the virtual host `/`, so each test has its own exchange and
+//! queues there and deletes them at the end.
+
+#![cfg(feature = "rabbitmq")]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use cqrs_orm_adapters::ReplicaTable;
+use cqrs_sync::transport::Declare;
+use cqrs_sync::transports::rabbitmq::{RabbitMqConfig, RabbitMqTransport, Teardown};
+use cqrs_sync::{CqrsConfig, CqrsSystem, JsonObject, MasterModel, ReplicaModel, TransportHandle};
+use cqrs_transports::conformance::run_check;
+use sea_orm::EntityTrait;
+use serde_json::{Value, json};
+use support::db::{Backend, TestDb};
+use support::{unique, wait_until};
+
+/// The Rust replica's table: the Django replica's columns, SeaORM types.
+mod author {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "author")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub name: String,
+        #[sea_orm(column_type = "Decimal(Some((6, 2)))")]
+        pub rating: Decimal,
+        pub birth_date: Option<Date>,
+        pub cqrs_revision: i64,
+        pub cqrs_updated: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+const PATIENCE: Duration = Duration::from_secs(90);
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The virtualenv's python; fails with the way to create it when it is missing.
+fn python() -> PathBuf {
+    let python = std::env::var_os("CQRS_DJANGO_PYTHON").map_or_else(
+        || root().join("target/django-venv/bin/python"),
+        PathBuf::from,
+    );
+    let ready = Command::new(&python)
+        .args(["-c", "import dj_cqrs, django"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ready,
+        "the Django wire test needs django-cqrs 3.1.0 in {}: run `tests/django_wire/setup-venv.sh` \
+         (`.ci/run` does), or point CQRS_DJANGO_PYTHON at a python that has it",
+        python.display()
+    );
+    python
+}
+
+/// One Django process configuration: a role, its database, the exchange and queue.
+struct Django {
+    python: PathBuf,
+    role: &'static str,
+    db: PathBuf,
+    exchange: String,
+    queue: String,
+}
+
+impl Django {
+    fn new(role: &'static str, dir: &Path, exchange: &str, queue: &str) -> Self {
+        let django = Self {
+            python: python(),
+            role,
+            db: dir.join(format!("{role}.sqlite3")),
+            exchange: exchange.to_owned(),
+            queue: queue.to_owned(),
+        };
+        django.run(&["migrate", "--run-syncdb", "-v", "0"]);
+        django
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.python);
+        cmd.arg(root().join("tests/django_wire/manage.py"))
+            .args(args)
+            .env("WIRE_ROLE", self.role)
+            .env("WIRE_DB", &self.db)
+            .env("WIRE_AMQP_URL", AMQP_URL)
+            .env("WIRE_EXCHANGE", &self.exchange)
+            .env("WIRE_QUEUE", &self.queue)
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        cmd
+    }
+
+    /// Runs a management command and returns its standard output.
+    fn run(&self, args: &[&str]) -> String {
+        let out = self
+            .command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("manage.py {args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "manage.py {args:?} ({}) failed: {}",
+            self.role,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The author table, normalised.
+    fn table(&self) -> Table {
+        let rows: Vec<Value> = serde_json::from_str(&self.run(&["wire_dump"]))
+            .unwrap_or_else(|e| panic!("wire_dump output: {e}"));
+        rows.iter()
+            .map(|r| normalise(r, r["cqrs_revision"].as_i64().unwrap_or(-1)))
+            .collect()
+    }
+
+    /// Starts `cqrs_consume` in a process group of its own (it forks workers).
+    fn consume(&self) -> Consumer {
+        let child = self
+            .command(&["cqrs_consume", "-w", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cqrs_consume: {e}"));
+        Consumer(child)
+    }
+}
+
+/// A running `cqrs_consume`, stopped with its workers on drop.
+struct Consumer(Child);
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// `id -> (name, rating with two decimals, birth date, revision)`.
+type Table = BTreeMap<i64, (String, String, Option<String>, i64)>;
+
+fn normalise(row: &Value, revision: i64) -> (i64, (String, String, Option<String>, i64)) {
+    let rating = match &row["rating"] {
+        Value::String(s) => s.parse::<f64>().unwrap_or(f64::NAN),
+        other => other.as_f64().unwrap_or(f64::NAN),
+    };
+    (
+        row["id"].as_i64().unwrap_or(-1),
+        (
+            row["name"].as_str().unwrap_or_default().to_owned(),
+            format!("{rating:.2}"),
+            row["birth_date"].as_str().map(str::to_owned),
+            revision,
+        ),
+    )
+}
+
+/// The SeaORM replica's rows, normalised like the Django tables.
+async fn rust_table(db: &TestDb) -> Table {
+    author::Entity::find()
+        .all(&db.db)
+        .await
+        .unwrap_or_else(|e| panic!("read the Rust replica: {e}"))
+        .into_iter()
+        .map(|a| {
+            (
+                a.id,
+                (
+                    a.name,
+                    format!("{:.2}", a.rating),
+                    a.birth_date.map(|d| d.to_string()),
+                    a.cqrs_revision,
+                ),
+            )
+        })
+        .collect()
+}
+
+/// A Rust transport on the test's exchange in the virtual host `/`.
+async fn transport(exchange: &str) -> (TransportHandle, Addr<RabbitMqTransport>) {
+    let config = RabbitMqConfig::from_url(&format!("{AMQP_URL}/%2f?connection_name=cqrs-wire"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_exchange(exchange);
+    RabbitMqTransport::connect(config)
+        .await
+        .unwrap_or_else(|e| panic!("RabbitMQ on 127.0.0.1:5672: {e}"))
+}
+
+/// Declares a Django replica's queue as django-cqrs does (same arguments, so the declarations
+/// agree), so that it exists before anything is published and is deleted by the teardown.
+async fn declare_django_queue(transport: &TransportHandle, queue: &str) {
+    transport
+        .declare(Declare {
+            queue: queue.to_owned(),
+            dead_letter_queue: format!("dead_letter_{queue}"),
+            cqrs_ids: vec!["author".into()],
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A Rust replica of `author` on `queue`, applying into a SQLite table through SeaORM.
+async fn rust_replica(transport: &TransportHandle, queue: &str) -> (CqrsSystem, TestDb) {
+    let db = TestDb::new(Backend::Sqlite, "wire").await;
+    db.create(author::Entity).await;
+    let table = ReplicaTable::new(db.db.clone(), author::Entity).unwrap_or_else(|e| panic!("{e}"));
+    let system = CqrsSystem::builder()
+        .config(
+            CqrsConfig::default()
+                .with_queue(queue)
+                .with_workers(1)
+                .with_batch_size(100),
+        )
+        .replica(ReplicaModel::new("author", table))
+        .transport(transport.clone())
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (system, db)
+}
+
+async fn teardown(addr: &Addr<RabbitMqTransport>) {
+    addr.send(Teardown { exchange: true })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("teardown: {e}"));
+}
+
+/// Polls the Django replica's table off the runtime until it equals `expected`.
+async fn wait_django(django: &Django, expected: &Table) {
+    let end = Instant::now() + PATIENCE;
+    loop {
+        let got = django.table();
+        if &got == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "the Django replica did not converge within {PATIENCE:?}:\n got {got:?}\nwant {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(name));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+#[actix_rt::test]
+async fn a_django_master_feeds_a_rust_replica() {
+    support::init_tracing();
+    let dir = temp_dir("cqrs_wire_dm");
+    let exchange = unique("wire_dm");
+    let rust_queue = unique("rust_replica");
+    let master = Django::new("master", &dir, &exchange, "unused");
+    // Authors 1-10 are published before any replica queue exists: the broker drops them, and
+    // only the directed (1-5) and broadcast (6-10) syncs bring them to the replica.
+    master.run(&["wire_master", "before"]);
+    let (t, addr) = transport(&exchange).await;
+    run_check(
+        async {
+            let (replica, table) = rust_replica(&t, &rust_queue).await;
+            master.run(&["wire_master", "main", "--queue", &rust_queue]);
+            let expected = master.table();
+            assert_eq!(expected.len(), 60 - 7, "60 authors less 7 deleted");
+            wait_until(
+                "the Rust replica equals the Django master",
+                PATIENCE,
+                || async { rust_table(&table).await == expected },
+            )
+            .await;
+            replica.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+            table.cleanup().await;
+        },
+        teardown(&addr),
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn author(id: i64, revision: i64, name: &str, rating: &str, birth: Option<&str>) -> JsonObject {
+    let v = json!({
+        "id": id,
+        "name": name,
+        "rating": rating,
+        "birth_date": birth,
+        "cqrs_revision": revision,
+        "cqrs_updated": format!("2026-11-27T18:29:{:02}.788133Z", revision % 60),
+    });
+    match v {
+        Value::Object(map) => map,
+        _ => unreachable!("json! of an object is an object"),
+    }
+}
+
+#[actix_rt::test]
+async fn a_rust_master_feeds_a_django_replica() {
+    support::init_tracing();
+    let dir = temp_dir("cqrs_wire_rm");
+    let exchange = unique("wire_rm");
+    let dj_queue = unique("dj_replica");
+    let django = Django::new("replica", &dir, &exchange, &dj_queue);
+    let (t, addr) = transport(&exchange).await;
+    run_check(
+        async {
+            declare_django_queue(&t, &dj_queue).await;
+            let _consumer = django.consume();
+            let master = CqrsSystem::builder()
+                .master(MasterModel::new("author"))
+                .transport(t.clone())
+                .start()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let p = master.publisher();
+            let mut expected = Table::new();
+            for id in 1..=40 {
+                let name = format!("rust author {id} \u{e9} \"q\" / s");
+                let birth = (id % 3 != 0)
+                    .then(|| format!("19{:02}-0{}-1{}", 50 + id % 40, 1 + id % 9, id % 10));
+                let rating = format!("{}.{:02}", id % 50, (id * 7) % 100);
+                p.save("author", author(id, 0, &name, &rating, birth.as_deref()))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let (_, row) = normalise(
+                    &Value::Object(author(id, 0, &name, &rating, birth.as_deref())),
+                    0,
+                );
+                expected.insert(id, row);
+            }
+            for id in (1..=40).step_by(3) {
+                let name = format!("rust author {id} v1");
+                p.save("author", author(id, 1, &name, "9.99", None))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                expected.insert(
+                    id,
+                    normalise(&Value::Object(author(id, 1, &name, "9.99", None)), 1).1,
+                );
+            }
+            for id in (5..=40).step_by(7) {
+                let revision = expected.get(&id).map_or(0, |r| r.3) + 1;
+                p.delete("author", Value::from(id), revision, chrono::Utc::now())
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                expected.remove(&id);
+            }
+            // A SYNC directed at the Django queue and a broadcast one, same revision, new content.
+            for (id, queue) in [(2, Some(dj_queue.as_str())), (3, None)] {
+                let revision = expected.get(&id).map_or(0, |r| r.3);
+                let data = author(
+                    id,
+                    revision,
+                    &format!("synced {id}"),
+                    "1.50",
+                    Some("2000-01-01"),
+                );
+                p.sync("author", data.clone(), queue)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                expected.insert(id, normalise(&Value::Object(data), revision).1);
+            }
+            wait_django(&django, &expected).await;
+            master.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+            drop(_consumer);
+        },
+        teardown(&addr),
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[actix_rt::test]
+async fn a_django_and_a_rust_replica_on_one_exchange_both_converge() {
+    support::init_tracing();
+    let dir = temp_dir("cqrs_wire_both");
+    let exchange = unique("wire_both");
+    let (dj_queue, rust_queue) = (unique("dj_replica"), unique("rust_replica"));
+    let master = Django::new("master", &dir, &exchange, "unused");
+    let dj_replica = Django::new("replica", &dir, &exchange, &dj_queue);
+    let (t, addr) = transport(&exchange).await;
+    run_check(
+        async {
+            declare_django_queue(&t, &dj_queue).await;
+            let _consumer = dj_replica.consume();
+            let (replica, table) = rust_replica(&t, &rust_queue).await;
+            master.run(&["wire_master", "before"]);
+            master.run(&["wire_master", "main", "--queue", &dj_queue]);
+            let expected = master.table();
+            wait_until(
+                "the Rust replica equals the Django master",
+                PATIENCE,
+                || async { rust_table(&table).await == expected },
+            )
+            .await;
+            wait_django(&dj_replica, &expected).await;
+            replica.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+            table.cleanup().await;
+            drop(_consumer);
+        },
+        teardown(&addr),
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,104 @@
+//! RabbitMQ helpers: every test runs in a virtual host of its own on 127.0.0.1:5672, deleted
+//! (with every queue and exchange in it) when the guard drops.
+
+use std::process::Command;
+use std::time::Duration;
+
+use actix::Addr;
+use cqrs_sync::TransportHandle;
+use cqrs_sync::transports::rabbitmq::{RabbitMqConfig, RabbitMqTransport};
+
+fn rabbitmqctl(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .map_err(|e| {
+            format!("rabbitmqctl {args:?}: {e} (is RabbitMQ installed? .ci/run starts it)")
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "rabbitmqctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A virtual host for one test.
+pub struct Vhost {
+    pub name: String,
+}
+
+impl Vhost {
+    /// Creates `<prefix>_<unique>` and lets `guest` use it.
+    pub fn create(prefix: &str) -> Self {
+        let name = super::unique(prefix);
+        rabbitmqctl(&["add_vhost", &name]).unwrap_or_else(|e| panic!("{e}"));
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self { name }
+    }
+
+    /// The URL of this virtual host, with a connection name.
+    pub fn url(&self) -> String {
+        format!(
+            "amqp://guest:guest@127.0.0.1:5672/{}?heartbeat=10&connection_name=cqrs-test",
+            self.name
+        )
+    }
+
+    /// Its transport configuration.
+    pub fn config(&self) -> RabbitMqConfig {
+        RabbitMqConfig::from_url(&self.url()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Closes every connection to this virtual host from the broker side.
+    pub async fn close_all_connections(&self) {
+        close_all_connections(self.name.clone()).await;
+    }
+
+    /// Ready message count of `queue`, as the broker tells it.
+    pub fn ready(&self, queue: &str) -> u64 {
+        let out = rabbitmqctl(&[
+            "list_queues",
+            "-q",
+            "-p",
+            &self.name,
+            "name",
+            "messages_ready",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        out.lines()
+            .filter_map(|l| l.split_once('\t'))
+            .find(|(n, _)| *n == queue)
+            .and_then(|(_, c)| c.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        if let Err(e) = rabbitmqctl(&["delete_vhost", &self.name]) {
+            eprintln!("cleanup: {e}");
+        }
+    }
+}
+
+/// Connects a transport.
+pub async fn connect(config: RabbitMqConfig) -> (TransportHandle, Addr<RabbitMqTransport>) {
+    let config = config.with_reconnect_backoff(Duration::from_millis(50), Duration::from_secs(1));
+    RabbitMqTransport::connect(config)
+        .await
+        .unwrap_or_else(|e| panic!("RabbitMQ on 127.0.0.1:5672: {e}"))
+}
+
+/// Closes every connection to virtual host `vhost` from the broker side, off the runtime.
+pub async fn close_all_connections(vhost: String) {
+    tokio::task::spawn_blocking(move || {
+        rabbitmqctl(&["close_all_connections", "--vhost", &vhost, "fault test"])
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap_or_else(|e| panic!("{e}"));
+}

@@ -1,0 +1,526 @@
+//! [`RabbitMqConfig`]: where the broker is and how the transport uses it, parsed from an
+//! `amqp://` or `amqps://` URL.
+
+use std::fmt;
+use std::time::Duration;
+
+use cqrs_actors::{Error, Result};
+use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
+
+/// The kind of queue the transport declares for replica, dead-letter and parking queues.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QueueType {
+    /// A classic durable queue with no arguments, exactly what django-cqrs declares, so a
+    /// Rust replica can take over a queue a Python replica declared and the reverse.
+    #[default]
+    Classic,
+    /// A replicated quorum queue (`x-queue-type = quorum`).
+    Quorum,
+}
+
+/// How the RabbitMQ transport connects and behaves.
+///
+/// Built from a URL with [`RabbitMqConfig::from_url`]:
+/// `amqp[s]://user:password@host:port/vhost?heartbeat=30&connection_name=billing`.
+/// The virtual host is the percent-decoded path (`/%2f` and an empty path both mean `/`);
+/// `heartbeat` (seconds), `connection_timeout` (milliseconds) and `connection_name` come from
+/// the query. `amqps://` needs the `rabbitmq-tls` feature.
+///
+/// ```
+/// use cqrs_transports::rabbitmq::{QueueType, RabbitMqConfig};
+/// let config = RabbitMqConfig::from_url("amqp://svc:secret@127.0.0.1:5672/%2f?heartbeat=10")?
+///     .with_exchange("cqrs")
+///     .with_queue_type(QueueType::Classic);
+/// assert!(!format!("{config:?}").contains("secret"));
+/// # Ok::<(), cqrs_actors::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct RabbitMqConfig {
+    tls: bool,
+    user: String,
+    password: String,
+    host: String,
+    port: u16,
+    vhost: String,
+    heartbeat: Option<u16>,
+    connection_timeout: Option<Duration>,
+    connection_name: Option<String>,
+    exchange: String,
+    queue_type: QueueType,
+    publish_window: usize,
+    publish_timeout: Duration,
+    consumers: usize,
+    bind_only: Option<Vec<String>>,
+    park_tiers: Vec<Duration>,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+}
+
+impl fmt::Debug for RabbitMqConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RabbitMqConfig")
+            .field("url", &self.redacted_url())
+            .field("connection_timeout", &self.connection_timeout)
+            .field("connection_name", &self.connection_name)
+            .field("exchange", &self.exchange)
+            .field("queue_type", &self.queue_type)
+            .field("publish_window", &self.publish_window)
+            .field("publish_timeout", &self.publish_timeout)
+            .field("consumers", &self.consumers)
+            .field("bind_only", &self.bind_only)
+            .field("park_tiers", &self.park_tiers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parking tiers used when none are configured: each is one queue with that TTL.
+const DEFAULT_TIERS_MS: [u64; 10] = [
+    100, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000, 1_800_000,
+];
+
+impl RabbitMqConfig {
+    /// Parses an `amqp://` or `amqps://` URL. Missing parts default to `guest:guest`,
+    /// `localhost`, port 5672 (5671 for `amqps`) and the virtual host `/`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| Error::config("url", "expected amqp://... or amqps://..."))?;
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "amqp" => false,
+            "amqps" => true,
+            other => {
+                return Err(Error::config(
+                    "url",
+                    format!("scheme {other:?} is not amqp or amqps"),
+                ));
+            }
+        };
+        if tls && !cfg!(feature = "rabbitmq-tls") {
+            return Err(Error::config(
+                "url",
+                "amqps:// needs TLS: build cqrs-transports with the `rabbitmq-tls` feature",
+            ));
+        }
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo {
+            Some(u) => {
+                let (name, pass) = u.split_once(':').unwrap_or((u, ""));
+                (decode(name, "url user")?, decode(pass, "url password")?)
+            }
+            None => ("guest".to_owned(), "guest".to_owned()),
+        };
+        let default_port = if tls { 5671 } else { 5672 };
+        let (host, port) = split_host_port(hostport, default_port)?;
+        let vhost = match decode(path, "url virtual host")? {
+            v if v.is_empty() => "/".to_owned(),
+            v => v,
+        };
+        let mut config = Self {
+            tls,
+            user,
+            password,
+            host,
+            port,
+            vhost,
+            ..Self::default()
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = decode(value, key)?;
+            match key {
+                "heartbeat" => {
+                    config.heartbeat = Some(value.parse().map_err(|e| {
+                        Error::config("url heartbeat", format!("{value:?} is not seconds: {e}"))
+                    })?);
+                }
+                "connection_timeout" => {
+                    let ms: u64 = value.parse().map_err(|e| {
+                        Error::config(
+                            "url connection_timeout",
+                            format!("{value:?} is not milliseconds: {e}"),
+                        )
+                    })?;
+                    config.connection_timeout = Some(Duration::from_millis(ms));
+                }
+                "connection_name" => config.connection_name = Some(value),
+                other => {
+                    return Err(Error::config(
+                        "url",
+                        format!(
+                            "unknown query parameter {other:?} (known: heartbeat, connection_timeout, connection_name)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// The URL and exchange of a service's [`CqrsConfig`](cqrs_actors::CqrsConfig) (its
+    /// `url` must be `amqp://` or `amqps://`).
+    pub fn from_cqrs_config(config: &cqrs_actors::CqrsConfig) -> Result<Self> {
+        Ok(Self::from_url(config.url().expose())?.with_exchange(config.exchange()))
+    }
+
+    /// The exchange (default `cqrs`).
+    #[must_use]
+    pub fn with_exchange(mut self, exchange: impl Into<String>) -> Self {
+        self.exchange = exchange.into();
+        self
+    }
+
+    /// Classic (default, as django-cqrs) or quorum queues.
+    #[must_use]
+    pub fn with_queue_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = queue_type;
+        self
+    }
+
+    /// At most this many publishes awaiting their broker confirm at once (default 1000).
+    #[must_use]
+    pub fn with_publish_window(mut self, window: usize) -> Self {
+        self.publish_window = window.max(1);
+        self
+    }
+
+    /// How long a publish keeps trying across reconnects before it fails (default 60 s).
+    #[must_use]
+    pub fn with_publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// Consumers (each on its own channel) per subscription, like `cqrs_consume -w N`
+    /// (default 1). More than one gives up the broker's order within the queue; the revision
+    /// rules of the replica keep the result right.
+    #[must_use]
+    pub fn with_consumers(mut self, consumers: usize) -> Self {
+        self.consumers = consumers.max(1);
+        self
+    }
+
+    /// Binds only these CQRS ids when a replica declares its queue (`cqrs_consume --cqrs-id`);
+    /// by default every registered replica model is bound.
+    #[must_use]
+    pub fn with_bind_only(mut self, cqrs_ids: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.bind_only = Some(cqrs_ids.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The parking tiers: one queue per duration, each with that message TTL. A retry delay
+    /// is rounded up to the next tier; a longer one is parked again at the top tier until due.
+    #[must_use]
+    pub fn with_park_tiers(mut self, tiers: impl IntoIterator<Item = Duration>) -> Self {
+        let mut tiers: Vec<Duration> = tiers.into_iter().filter(|d| d.as_millis() > 0).collect();
+        tiers.sort_unstable();
+        tiers.dedup();
+        if !tiers.is_empty() {
+            self.park_tiers = tiers;
+        }
+        self
+    }
+
+    /// The first and the largest pause between reconnect attempts (default 100 ms and 10 s).
+    #[must_use]
+    pub fn with_reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max.max(min);
+        self
+    }
+
+    /// The exchange name.
+    #[must_use]
+    pub fn exchange(&self) -> &str {
+        &self.exchange
+    }
+
+    /// The queue type.
+    #[must_use]
+    pub fn queue_type(&self) -> QueueType {
+        self.queue_type
+    }
+
+    /// The virtual host.
+    #[must_use]
+    pub fn vhost(&self) -> &str {
+        &self.vhost
+    }
+
+    /// The URL with the password replaced by `****`.
+    #[must_use]
+    pub fn redacted_url(&self) -> String {
+        let scheme = if self.tls { "amqps" } else { "amqp" };
+        let mut url = format!(
+            "{scheme}://{}:****@{}:{}/{}",
+            self.user,
+            self.host,
+            self.port,
+            encode_vhost(&self.vhost)
+        );
+        if let Some(h) = self.heartbeat {
+            url.push_str(&format!("?heartbeat={h}"));
+        }
+        url
+    }
+
+    pub(crate) fn publish_window(&self) -> usize {
+        self.publish_window
+    }
+
+    pub(crate) fn publish_timeout(&self) -> Duration {
+        self.publish_timeout
+    }
+
+    pub(crate) fn consumers(&self) -> usize {
+        self.consumers
+    }
+
+    pub(crate) fn bind_only(&self) -> Option<&[String]> {
+        self.bind_only.as_deref()
+    }
+
+    pub(crate) fn park_tiers(&self) -> &[Duration] {
+        &self.park_tiers
+    }
+
+    pub(crate) fn reconnect_backoff(&self) -> (Duration, Duration) {
+        (self.reconnect_min, self.reconnect_max)
+    }
+
+    pub(crate) fn connection_name(&self) -> Option<&str> {
+        self.connection_name.as_deref()
+    }
+
+    /// The user and password, for SASL PLAIN.
+    pub(crate) fn credentials(&self) -> (&str, &str) {
+        (&self.user, &self.password)
+    }
+
+    /// The URI lapin connects to, without the password: lapin's TCP layer traces the URI it
+    /// is given, so the password travels only through the SASL provider (see `link.rs`).
+    pub(crate) fn amqp_uri(&self) -> AMQPUri {
+        AMQPUri {
+            scheme: if self.tls {
+                AMQPScheme::AMQPS
+            } else {
+                AMQPScheme::AMQP
+            },
+            authority: AMQPAuthority {
+                userinfo: AMQPUserInfo {
+                    username: self.user.clone(),
+                    password: String::new(),
+                },
+                host: self.host.clone(),
+                port: self.port,
+            },
+            vhost: self.vhost.clone(),
+            query: AMQPQueryString {
+                heartbeat: self.heartbeat,
+                connection_timeout: self
+                    .connection_timeout
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                ..AMQPQueryString::default()
+            },
+        }
+    }
+}
+
+impl Default for RabbitMqConfig {
+    /// `amqp://guest:guest@localhost:5672/%2f`, exchange `cqrs`, classic queues.
+    fn default() -> Self {
+        Self {
+            tls: false,
+            user: "guest".to_owned(),
+            password: "guest".to_owned(),
+            host: "localhost".to_owned(),
+            port: 5672,
+            vhost: "/".to_owned(),
+            heartbeat: None,
+            connection_timeout: None,
+            connection_name: None,
+            exchange: "cqrs".to_owned(),
+            queue_type: QueueType::Classic,
+            publish_window: 1000,
+            publish_timeout: Duration::from_secs(60),
+            consumers: 1,
+            bind_only: None,
+            park_tiers: DEFAULT_TIERS_MS
+                .iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect(),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(10),
+        }
+    }
+}
+
+fn split_host_port(hostport: &str, default_port: u16) -> Result<(String, u16)> {
+    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| Error::config("url host", "unclosed '[' in an IPv6 address"))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    let port = match port {
+        Some(p) if !p.is_empty() => p
+            .parse()
+            .map_err(|e| Error::config("url port", format!("{p:?}: {e}")))?,
+        _ => default_port,
+    };
+    let host = if host.is_empty() { "localhost" } else { host };
+    Ok((decode(host, "url host")?, port))
+}
+
+/// Percent-decodes one URL component.
+fn decode(text: &str, what: &str) -> Result<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| Error::config(what, "bad percent escape"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| Error::config(what, "not UTF-8 once percent-decoded"))
+}
+
+fn encode_vhost(vhost: &str) -> String {
+    vhost.replace('%', "%25").replace('/', "%2f")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_actors::ErrorKind;
+
+    #[test]
+    fn every_part_of_the_url_is_read() {
+        let c = RabbitMqConfig::from_url(
+            "amqp://svc:p%40ss@broker.local:5673/billing%2Fprod?heartbeat=15&connection_name=svc-1&connection_timeout=2500",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let uri = c.amqp_uri();
+        assert_eq!(uri.authority.userinfo.username, "svc");
+        assert_eq!(c.credentials(), ("svc", "p@ss"));
+        assert_eq!(
+            uri.authority.userinfo.password, "",
+            "the password stays out of the URI"
+        );
+        assert_eq!(uri.authority.host, "broker.local");
+        assert_eq!(uri.authority.port, 5673);
+        assert_eq!(uri.vhost, "billing/prod");
+        assert_eq!(uri.query.heartbeat, Some(15));
+        assert_eq!(uri.query.connection_timeout, Some(2500));
+        assert_eq!(c.connection_name(), Some("svc-1"));
+        assert_eq!(uri.scheme, AMQPScheme::AMQP);
+    }
+
+    #[test]
+    fn defaults_follow_the_amqp_conventions() {
+        for url in [
+            "amqp://localhost",
+            "amqp://localhost/",
+            "amqp://localhost/%2f",
+        ] {
+            let c = RabbitMqConfig::from_url(url).unwrap_or_else(|e| panic!("{e}"));
+            let uri = c.amqp_uri();
+            assert_eq!(uri.vhost, "/", "{url}");
+            assert_eq!(uri.authority.port, 5672);
+            assert_eq!(uri.authority.userinfo.username, "guest");
+        }
+        let c =
+            RabbitMqConfig::from_url("amqp://u:p@[::1]:5000/vh").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.amqp_uri().authority.host, "::1");
+        assert_eq!(c.amqp_uri().authority.port, 5000);
+    }
+
+    #[test]
+    fn the_password_never_shows() {
+        let c = RabbitMqConfig::from_url("amqp://svc:hunter2@h/vh?heartbeat=5")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(
+            debug.contains("amqp://svc:****@h:5672/vh?heartbeat=5"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors() {
+        for url in [
+            "http://h/",
+            "amqp://h/?heartbeat=abc",
+            "amqp://h:notaport/",
+            "amqp://h/?unknown=1",
+            "amqp://h/%zz",
+            "no scheme",
+        ] {
+            let err = RabbitMqConfig::from_url(url).expect_err(url);
+            assert_eq!(err.kind(), ErrorKind::Config, "{url}");
+        }
+    }
+
+    #[test]
+    fn amqps_needs_the_tls_feature() {
+        let result = RabbitMqConfig::from_url("amqps://u:p@h/");
+        if cfg!(feature = "rabbitmq-tls") {
+            let c = result.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(c.amqp_uri().scheme, AMQPScheme::AMQPS);
+            assert_eq!(c.amqp_uri().authority.port, 5671);
+        } else {
+            assert_eq!(
+                result.map(|_| ()).map_err(|e| e.kind()),
+                Err(ErrorKind::Config)
+            );
+        }
+    }
+
+    #[test]
+    fn a_service_configuration_gives_url_and_exchange() {
+        let service = cqrs_actors::CqrsConfig::default()
+            .with_url("amqp://svc:pw@broker/billing")
+            .with_exchange("events");
+        let c = RabbitMqConfig::from_cqrs_config(&service).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((c.exchange(), c.vhost()), ("events", "billing"));
+        let memory = cqrs_actors::CqrsConfig::default();
+        assert_eq!(
+            RabbitMqConfig::from_cqrs_config(&memory)
+                .map(|_| ())
+                .map_err(|e| e.kind()),
+            Err(ErrorKind::Config)
+        );
+    }
+
+    #[test]
+    fn tiers_are_sorted_and_deduplicated() {
+        let c = RabbitMqConfig::default().with_park_tiers([
+            Duration::from_secs(5),
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            Duration::ZERO,
+        ]);
+        assert_eq!(
+            c.park_tiers(),
+            [Duration::from_secs(1), Duration::from_secs(5)]
+        );
+    }
+}

@@ -1,0 +1,318 @@
+//! The RabbitMQ transport (lapin), wire-compatible with django-cqrs (WIRE.md section 3).
+//!
+//! - [`RabbitMqConfig`]: the URL (`amqp://` or `amqps://`, virtual host, heartbeat, connection
+//!   name), the exchange, classic or quorum queues, windows and parking tiers.
+//! - [`RabbitMqTransport`]: the actor. Publishes are persistent `text/plain` (or MessagePack)
+//!   messages with `mandatory` and publisher confirms, pipelined up to a window; consumers use
+//!   manual acks and a prefetch; retries are parked in per-tier TTL queues that dead-letter
+//!   back to `cqrs.Q.X`; a lost connection is re-established with backoff, the topology
+//!   declared again, consumers resumed and unconfirmed publishes sent again.
+//!
+//! ```no_run
+//! # async fn run() -> cqrs_actors::Result<()> {
+//! use cqrs_transports::rabbitmq::{RabbitMqConfig, RabbitMqTransport};
+//! let config = RabbitMqConfig::from_url("amqp://guest:guest@127.0.0.1:5672/%2f")?;
+//! let (transport, _addr) = RabbitMqTransport::connect(config).await?;
+//! assert_eq!(transport.name(), "rabbitmq");
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod consumer;
+mod link;
+mod outgoing;
+mod publisher;
+mod subscriptions;
+mod topology;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use actix::prelude::*;
+use cqrs_actors::transport::{ConsumerTag, Declare, Inspect, QueueStats};
+use cqrs_actors::{Error, ErrorKind, Result, TransportHandle};
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use tokio::sync::{mpsc, watch};
+
+pub use config::{QueueType, RabbitMqConfig};
+use consumer::ChannelEntry;
+use link::{LinkRx, wait_link};
+use publisher::Publisher;
+use subscriptions::ConsumerSpec;
+
+/// Turns a lapin error into a transport error (retryable: the connection comes back).
+pub(crate) fn lapin_error(what: &str, e: lapin::Error) -> Error {
+    Error::with_source(ErrorKind::Transport, format!("RabbitMQ {what} failed"), e)
+}
+
+/// The RabbitMQ transport actor. Start it with [`RabbitMqTransport::connect`] or
+/// [`RabbitMqTransport::start`].
+pub struct RabbitMqTransport {
+    config: Arc<RabbitMqConfig>,
+    link: LinkRx,
+    /// Reports a lost connection; dropping the last sender stops the connection task.
+    lost: mpsc::UnboundedSender<u64>,
+    publisher: Publisher,
+    topology: Arc<Mutex<Vec<Declare>>>,
+    bound: BTreeSet<String>,
+    consumers: BTreeMap<ConsumerTag, ConsumerSpec>,
+    channels: HashMap<u64, Arc<ChannelEntry>>,
+    next_consumer: u64,
+    next_channel: u64,
+}
+
+impl std::fmt::Debug for RabbitMqTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitMqTransport")
+            .field("config", &self.config)
+            .field("consumers", &self.consumers.len())
+            .field("channels", &self.channels.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RabbitMqTransport {
+    /// Starts the transport inside the running actix system; it connects (and reconnects) in
+    /// the background, and requests wait for the connection up to the publish timeout.
+    #[must_use]
+    pub fn start(config: RabbitMqConfig) -> (TransportHandle, Addr<RabbitMqTransport>) {
+        let config = Arc::new(config);
+        let addr = RabbitMqTransport::create(|ctx| {
+            let (link_tx, link_rx) = watch::channel(None);
+            let topology = Arc::new(Mutex::new(Vec::new()));
+            let lost = link::spawn(
+                Arc::clone(&config),
+                Arc::clone(&topology),
+                link_tx,
+                ctx.address().recipient().downgrade(),
+            );
+            let publisher = Publisher::spawn(
+                link_rx.clone(),
+                lost.clone(),
+                config.publish_window(),
+                config.publish_timeout(),
+            );
+            RabbitMqTransport {
+                config,
+                link: link_rx,
+                lost,
+                publisher,
+                topology,
+                bound: BTreeSet::new(),
+                consumers: BTreeMap::new(),
+                channels: HashMap::new(),
+                next_consumer: 0,
+                next_channel: 0,
+            }
+        });
+        (TransportHandle::new("rabbitmq", &addr), addr)
+    }
+
+    /// Starts the transport and waits for the first connection (up to the publish timeout),
+    /// so that a wrong URL or an unreachable broker fails here with
+    /// [`ErrorKind::Transport`].
+    pub async fn connect(
+        config: RabbitMqConfig,
+    ) -> Result<(TransportHandle, Addr<RabbitMqTransport>)> {
+        let deadline = Instant::now() + config.publish_timeout();
+        let (handle, addr) = Self::start(config);
+        let mut link = addr.send(CurrentLink).await?;
+        if let Err(e) = wait_link(&mut link, None, deadline).await {
+            // Nobody will use this transport: stop it, and with it the reconnect attempts.
+            let _ = addr.send(Stop).await;
+            return Err(e);
+        }
+        Ok((handle, addr))
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.config.publish_timeout()
+    }
+}
+
+impl Actor for RabbitMqTransport {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // The framework bounds in-flight work with windows and prefetch; a small mailbox here
+        // would only risk reordering sends that wait for room.
+        ctx.set_mailbox_capacity(1 << 20);
+    }
+
+    /// Closes the consuming channels, which ends their tasks and hands their unacknowledged
+    /// deliveries back to the broker; the publisher and connection tasks then end too.
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        for entry in self.channels.drain().map(|(_, e)| e) {
+            actix::spawn(async move {
+                let _ = entry.channel.close(200, "transport stopped".into()).await;
+            });
+        }
+    }
+}
+
+/// Stops the transport (a failed [`RabbitMqTransport::connect`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Stop;
+
+impl Handler<Stop> for RabbitMqTransport {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// The current connection watch (for [`RabbitMqTransport::connect`]).
+#[derive(Message)]
+#[rtype(result = "LinkRx")]
+struct CurrentLink;
+
+impl Handler<CurrentLink> for RabbitMqTransport {
+    type Result = MessageResult<CurrentLink>;
+
+    fn handle(&mut self, _: CurrentLink, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.link.clone())
+    }
+}
+
+impl Handler<Declare> for RabbitMqTransport {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, msg: Declare, _: &mut Context<Self>) -> Self::Result {
+        self.bound.extend(topology::bound_keys(&self.config, &msg));
+        {
+            let mut declared = self
+                .topology
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !declared.iter().any(|d| {
+                d.queue == msg.queue
+                    && d.dead_letter_queue == msg.dead_letter_queue
+                    && d.cqrs_ids == msg.cqrs_ids
+            }) {
+                declared.push(msg.clone());
+            }
+        }
+        let (mut link, config, deadline, lost) = (
+            self.link.clone(),
+            Arc::clone(&self.config),
+            self.deadline(),
+            self.lost.clone(),
+        );
+        Box::pin(async move {
+            let mut after = None;
+            loop {
+                let l = wait_link(&mut link, after, deadline).await?;
+                let declared = async {
+                    let channel = l
+                        .connection
+                        .create_channel()
+                        .await
+                        .map_err(|e| lapin_error("open channel", e))?;
+                    topology::declare_exchange(&channel, &config).await?;
+                    topology::declare_replica(&channel, &config, &msg).await?;
+                    let _ = channel.close(200, "declared".into()).await;
+                    Ok::<(), Error>(())
+                }
+                .await;
+                match declared {
+                    Err(_) if !l.connection.status().connected() => {
+                        let _ = lost.send(l.generation);
+                        after = Some(l.generation);
+                    }
+                    other => return other,
+                }
+            }
+        })
+    }
+}
+
+impl Handler<Inspect> for RabbitMqTransport {
+    type Result = ResponseFuture<Result<QueueStats>>;
+
+    /// `ready` comes from the broker (a passive declare); `unacked` counts the deliveries this
+    /// transport's consumers hold, which AMQP does not report.
+    fn handle(&mut self, msg: Inspect, _: &mut Context<Self>) -> Self::Result {
+        let entries: Vec<Arc<ChannelEntry>> = self
+            .channels
+            .values()
+            .filter(|c| c.queue == msg.queue)
+            .cloned()
+            .collect();
+        let (mut link, deadline) = (self.link.clone(), self.deadline());
+        Box::pin(async move {
+            let l = wait_link(&mut link, None, deadline).await?;
+            let channel = l
+                .connection
+                .create_channel()
+                .await
+                .map_err(|e| lapin_error("open channel", e))?;
+            let queue = channel
+                .queue_declare(
+                    topology::short("queue", &msg.queue)?,
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| lapin_error("inspect queue", e))?;
+            let _ = channel.close(200, "inspected".into()).await;
+            let mut unacked = 0;
+            for entry in entries {
+                unacked += entry.unacked.lock().await.len() as u64;
+            }
+            Ok(QueueStats {
+                ready: u64::from(queue.message_count()),
+                unacked,
+            })
+        })
+    }
+}
+
+/// Deletes every queue and exchange this transport declared (the replica queues, their
+/// dead-letter and parking queues, the parking exchanges and the main exchange). For tests
+/// and tools; never sent by the framework.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<()>")]
+pub struct Teardown {
+    /// Delete the main exchange too (when nothing else uses it).
+    pub exchange: bool,
+}
+
+impl Handler<Teardown> for RabbitMqTransport {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, msg: Teardown, _: &mut Context<Self>) -> Self::Result {
+        let declared: Vec<Declare> = std::mem::take(
+            &mut *self
+                .topology
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        self.bound.clear();
+        let (mut link, config, deadline) =
+            (self.link.clone(), Arc::clone(&self.config), self.deadline());
+        Box::pin(async move {
+            let l = wait_link(&mut link, None, deadline).await?;
+            let channel = l
+                .connection
+                .create_channel()
+                .await
+                .map_err(|e| lapin_error("open channel", e))?;
+            for declare in &declared {
+                topology::delete_replica(&channel, &config, declare).await?;
+            }
+            if msg.exchange {
+                topology::delete_exchange(&channel, config.exchange()).await?;
+            }
+            let _ = channel.close(200, "torn down".into()).await;
+            Ok(())
+        })
+    }
+}
