@@ -57,7 +57,9 @@ pub enum Delivery {
     /// publishes them. Nothing is lost when the process dies after commit.
     Outbox(Outbox),
     /// Published right after commit, like django-cqrs: an event is lost if the process dies
-    /// between commit and publish, or if the publish fails (it is logged).
+    /// between commit and publish, or if the publish fails (it is logged). Given a
+    /// transaction of yours, the adapter's commit is a savepoint release, so the event goes out
+    /// before your commit: use the outbox there.
     Direct(Publisher),
 }
 
