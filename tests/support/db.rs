@@ -1,5 +1,6 @@
 //! Databases for the adapter tests: a SQLite file, a PostgreSQL schema or a MariaDB database
-//! of their own, created per test and dropped by [`TestDb::cleanup`].
+//! of their own, created per test and dropped by [`TestDb::cleanup`], or on drop when a failed
+//! assertion unwinds past it.
 
 use std::time::Duration;
 
@@ -19,6 +20,54 @@ pub struct TestDb {
     pub backend: Backend,
     name: String,
     admin: Option<DatabaseConnection>,
+    cleaned: bool,
+}
+
+/// The statement that drops a test database, and the server to send it to.
+fn drop_statement(backend: Backend, name: &str) -> Option<(&'static str, String)> {
+    match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some((
+            "postgres://postgres@127.0.0.1:5432/test",
+            format!("DROP SCHEMA IF EXISTS {name} CASCADE"),
+        )),
+        Backend::MySql => Some((
+            "mysql://root@127.0.0.1:3306/test",
+            format!("DROP DATABASE IF EXISTS {name}"),
+        )),
+    }
+}
+
+impl Drop for TestDb {
+    /// A test that panicked never reached `cleanup`: drop its database from a thread of its
+    /// own (the test's runtime may be unwinding), so failed runs leave nothing behind.
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        if self.backend == Backend::Sqlite {
+            let _ = std::fs::remove_file(&self.name);
+            return;
+        }
+        let Some((url, sql)) = drop_statement(self.backend, &self.name) else {
+            return;
+        };
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(admin) = Database::connect(options(url, 1)).await {
+                    let _ = admin.execute_unprepared(&sql).await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 fn options(url: &str, pool: u32) -> ConnectOptions {
@@ -49,6 +98,7 @@ impl TestDb {
                     backend,
                     name: path.display().to_string(),
                     admin: None,
+                    cleaned: false,
                 }
             }
             Backend::Postgres => {
@@ -65,6 +115,7 @@ impl TestDb {
                     backend,
                     name,
                     admin: Some(admin),
+                    cleaned: false,
                 }
             }
             Backend::MySql => {
@@ -79,6 +130,7 @@ impl TestDb {
                     backend,
                     name,
                     admin: Some(admin),
+                    cleaned: false,
                 }
             }
         }
@@ -115,23 +167,18 @@ impl TestDb {
     }
 
     /// Drops the database (or removes the file).
-    pub async fn cleanup(self) {
-        let _ = self.db.close().await;
-        match (self.backend, self.admin) {
-            (Backend::Sqlite, _) => {
-                let _ = std::fs::remove_file(&self.name);
-            }
-            (Backend::Postgres, Some(admin)) => {
-                let _ = admin
-                    .execute_unprepared(&format!("DROP SCHEMA {} CASCADE", self.name))
-                    .await;
-            }
-            (Backend::MySql, Some(admin)) => {
-                let _ = admin
-                    .execute_unprepared(&format!("DROP DATABASE {}", self.name))
-                    .await;
-            }
-            _ => {}
+    pub async fn cleanup(mut self) {
+        self.cleaned = true;
+        let _ = self.db.clone().close().await;
+        if self.backend == Backend::Sqlite {
+            let _ = std::fs::remove_file(&self.name);
+            return;
+        }
+        if let (Some(admin), Some((_, sql))) =
+            (self.admin.take(), drop_statement(self.backend, &self.name))
+        {
+            let _ = admin.execute_unprepared(&sql).await;
+            let _ = admin.close().await;
         }
     }
 }
