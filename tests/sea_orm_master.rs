@@ -60,6 +60,7 @@ on_each_db!(
     two_relays_share_one_outbox,
     direct_mode_publishes_after_commit,
     sync_dump_and_diff_repair_a_replica,
+    a_custom_serializer_reads_through_the_transaction,
 );
 
 fn new_author(name: &str) -> author::ActiveModel {
@@ -632,5 +633,45 @@ async fn an_event_no_queue_takes_does_not_block_the_outbox() {
     assert_eq!(stats.relayed(), 2);
     relay.send(StopRelay).await.unwrap();
     system.shutdown().await.unwrap();
+    t.cleanup().await;
+}
+
+async fn a_custom_serializer_reads_through_the_transaction(backend: Backend) {
+    let (t, outbox) = master_db(backend, "m_serializer").await;
+    let table = authors(&outbox).with_serializer(Arc::new(|model: &author::Model, txn| {
+        Box::pin(async move {
+            // A serializer may query the database inside the write's transaction: here it
+            // counts the authors, which includes the row being written.
+            let count = author::Entity::find()
+                .all(txn)
+                .await
+                .map_err(|e| cqrs_sync::Error::handler(e.to_string()))?
+                .len();
+            Ok(object(json!({
+                "id": model.id,
+                "display": format!("{} ({count})", model.name.to_uppercase()),
+                "nested": {"born": model.born.map(|d| d.to_string())},
+            })))
+        })
+    }));
+    let a = table.insert(&t.db, new_author("ursula")).await.unwrap();
+    table.insert(&t.db, new_author("octavia")).await.unwrap();
+    let events = pending(&t, &outbox).await;
+    assert_eq!(events.len(), 2);
+    let first = &events[0].instance_data;
+    assert_eq!(first["id"], json!(a.id));
+    assert_eq!(first["display"], json!("URSULA (1)"));
+    assert_eq!(first["nested"], json!({"born": null}));
+    assert_eq!(
+        first["cqrs_revision"],
+        json!(0),
+        "the sync fields are added after it"
+    );
+    assert!(first.contains_key("cqrs_updated"));
+    assert!(
+        !first.contains_key("name"),
+        "only what the serializer returned"
+    );
+    assert_eq!(events[1].instance_data["display"], json!("OCTAVIA (2)"));
     t.cleanup().await;
 }
