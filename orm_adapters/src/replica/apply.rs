@@ -30,9 +30,9 @@ impl ReplicaTable {
         items: &[(&ReplicaEvent, &Prepared)],
     ) -> Result<Vec<Applied>> {
         let mut keys: Vec<&Prepared> = Vec::new();
-        let mut seen = HashMap::new();
+        let mut seen = HashSet::new();
         for (_, p) in items {
-            if seen.insert(p.pk_text.as_str(), ()).is_none() {
+            if seen.insert(p.pk_text.as_str()) {
                 keys.push(p);
             }
         }
