@@ -36,59 +36,39 @@ impl ReplicaTable {
                 keys.push(p);
             }
         }
-        let mut stored = self.stored_revisions(txn, &keys).await?;
+        let stored = self.stored_revisions(txn, &keys).await?;
         let existing: HashSet<String> = stored.keys().cloned().collect();
-        let mut buried = match &self.tombstones {
+        let buried = match &self.tombstones {
             Some(t) => {
                 let keys: Vec<&str> = keys.iter().map(|p| p.pk_text.as_str()).collect();
                 t.load(txn, &self.table, &keys).await?
             }
             None => HashMap::new(),
         };
+        let mut ledger = Ledger {
+            stored,
+            buried,
+            tombstones: self.tombstones.is_some(),
+        };
         if self.hooks.any() {
-            return self
-                .apply_with_hooks(txn, items, &mut stored, &mut buried)
-                .await;
+            return self.apply_with_hooks(txn, items, &mut ledger).await;
         }
         let mut plan = Plan::default();
         let mut outcome = Vec::with_capacity(items.len());
         for (i, (event, p)) in items.iter().enumerate() {
-            let current = stored.get(&p.pk_text).copied();
-            if p.signal == SignalType::Delete {
-                if self.tombstones.is_some() {
-                    let t = buried.entry(p.pk_text.clone()).or_insert(p.revision);
-                    *t = (*t).max(p.revision);
-                }
-                stored.remove(&p.pk_text);
-                plan.delete(&p.pk_text, i);
-                outcome.push(if current.is_some() {
-                    Applied::Deleted
-                } else {
-                    Applied::Skipped(Skip::Missing)
-                });
-                continue;
+            let step = ledger.step(event, p);
+            match step.effect {
+                Effect::Delete => plan.delete(&p.pk_text, i),
+                Effect::Write => plan.write(&p.pk_text, i, p.signal == SignalType::Sync),
+                Effect::Nothing => {}
             }
-            let decision = decide(
-                p.signal,
-                current,
-                p.revision,
-                buried.get(&p.pk_text).copied(),
-            );
-            log_decision(event, p, current, decision);
-            if decision.writes() {
-                stored.insert(p.pk_text.clone(), p.revision);
-                plan.write(&p.pk_text, i, p.signal == SignalType::Sync);
-            }
-            outcome.push(applied(decision));
+            outcome.push(step.applied);
         }
         self.execute(txn, items, &plan, &existing).await?;
         if let Some(t) = &self.tombstones {
             let dead: Vec<(&str, i64)> = plan
                 .deleted()
-                .filter_map(|i| {
-                    let p = items[i].1;
-                    buried.get(&p.pk_text).map(|r| (p.pk_text.as_str(), *r))
-                })
+                .filter_map(|i| ledger.tombstone(items[i].1))
                 .collect();
             t.store(txn, &self.table, &dead).await?;
         }
@@ -100,71 +80,58 @@ impl ReplicaTable {
         &self,
         txn: &DatabaseTransaction,
         items: &[(&ReplicaEvent, &Prepared)],
-        stored: &mut HashMap<String, i64>,
-        buried: &mut HashMap<String, i64>,
+        ledger: &mut Ledger,
     ) -> Result<Vec<Applied>> {
         let mut outcome = Vec::with_capacity(items.len());
         for (event, p) in items {
-            let current = stored.get(&p.pk_text).copied();
+            let step = ledger.step(event, p);
             let change = || RowChange {
                 signal: p.signal,
                 pk: p.pk_json.clone(),
                 revision: p.revision,
-                stored_revision: current,
+                stored_revision: step.current,
                 data: p.data.clone(),
                 previous_data: event.envelope().previous_data.clone(),
                 meta: event.envelope().meta.clone(),
             };
             let single = [(*event, *p)];
-            if p.signal == SignalType::Delete {
-                match &self.hooks.delete {
-                    Some(hook) => hook(txn, &change()).await?,
-                    None => {
-                        let mut plan = Plan::default();
-                        plan.delete(&p.pk_text, 0);
-                        self.execute(txn, &single, &plan, &HashSet::new()).await?;
+            match step.effect {
+                Effect::Delete => {
+                    match &self.hooks.delete {
+                        Some(hook) => hook(txn, &change()).await?,
+                        None => {
+                            let mut plan = Plan::default();
+                            plan.delete(&p.pk_text, 0);
+                            self.execute(txn, &single, &plan, &HashSet::new()).await?;
+                        }
+                    }
+                    if let (Some(t), Some(dead)) = (&self.tombstones, ledger.tombstone(p)) {
+                        t.store(txn, &self.table, &[dead]).await?;
                     }
                 }
-                stored.remove(&p.pk_text);
-                if let Some(t) = &self.tombstones {
-                    let r = buried.entry(p.pk_text.clone()).or_insert(p.revision);
-                    *r = (*r).max(p.revision);
-                    t.store(txn, &self.table, &[(p.pk_text.as_str(), *r)])
-                        .await?;
-                }
-                outcome.push(if current.is_some() {
-                    Applied::Deleted
-                } else {
-                    Applied::Skipped(Skip::Missing)
-                });
-                continue;
-            }
-            let decision = decide(
-                p.signal,
-                current,
-                p.revision,
-                buried.get(&p.pk_text).copied(),
-            );
-            log_decision(event, p, current, decision);
-            if decision.writes() {
-                let hook = if current.is_none() {
-                    &self.hooks.create
-                } else {
-                    &self.hooks.update
-                };
-                match hook {
-                    Some(hook) => hook(txn, &change()).await?,
-                    None => {
-                        let mut plan = Plan::default();
-                        plan.write(&p.pk_text, 0, true);
-                        let existing: HashSet<String> =
-                            current.map(|_| p.pk_text.clone()).into_iter().collect();
-                        self.execute(txn, &single, &plan, &existing).await?;
+                Effect::Write => {
+                    let hook = if step.current.is_none() {
+                        &self.hooks.create
+                    } else {
+                        &self.hooks.update
+                    };
+                    match hook {
+                        Some(hook) => hook(txn, &change()).await?,
+                        None => {
+                            let mut plan = Plan::default();
+                            plan.write(&p.pk_text, 0, true);
+                            let existing: HashSet<String> = step
+                                .current
+                                .map(|_| p.pk_text.clone())
+                                .into_iter()
+                                .collect();
+                            self.execute(txn, &single, &plan, &existing).await?;
+                        }
                     }
                 }
-                stored.insert(p.pk_text.clone(), p.revision);
+                Effect::Nothing => {}
             }
-            outcome.push(applied(decision));
+            outcome.push(step.applied);
         }
         Ok(outcome)
     }
@@ -235,20 +202,8 @@ impl ReplicaTable {
         plan: &Plan,
         existing: &HashSet<String>,
     ) -> Result<()> {
-        let pk = &self.columns[self.pk];
         let deletes: Vec<Value> = plan.deleted().map(|i| items[i].1.pk.clone()).collect();
-        for chunk in deletes.chunks(self.dialect.max_values()) {
-            let mut q = Query::new(self.dialect);
-            q.push("DELETE FROM ")
-                .ident(&self.table)
-                .push(" WHERE ")
-                .ident(&pk.name)
-                .push(" IN ")
-                .value_list(chunk.iter().cloned());
-            txn.execute_raw(q.build())
-                .await
-                .map_err(|e| db_error("deleting rows", e))?;
-        }
+        self.delete_keys(txn, &deletes).await?;
         let mut groups: HashMap<(Vec<usize>, Write), Vec<&Prepared>> = HashMap::new();
         for (i, guarded) in plan.written() {
             let p = items[i].1;
@@ -271,6 +226,31 @@ impl ReplicaTable {
             }
         }
         Ok(())
+    }
+
+    /// `DELETE ... WHERE pk IN (...)`, chunked; returns how many rows went.
+    pub(super) async fn delete_keys(
+        &self,
+        db: &impl ConnectionTrait,
+        keys: &[Value],
+    ) -> Result<u64> {
+        let pk = &self.columns[self.pk];
+        let mut deleted = 0;
+        for chunk in keys.chunks(self.dialect.max_values()) {
+            let mut q = Query::new(self.dialect);
+            q.push("DELETE FROM ")
+                .ident(&self.table)
+                .push(" WHERE ")
+                .ident(&pk.name)
+                .push(" IN ")
+                .value_list(chunk.iter().cloned());
+            deleted += db
+                .execute_raw(q.build())
+                .await
+                .map_err(|e| db_error("deleting rows", e))?
+                .rows_affected();
+        }
+        Ok(deleted)
     }
 
     /// `INSERT ... ON CONFLICT/DUPLICATE KEY UPDATE`, with the SAVE guard
@@ -411,6 +391,77 @@ impl Plan {
         self.by_key
             .values()
             .filter_map(|k| k.write.map(|w| (w, k.guarded)))
+    }
+}
+
+/// The revisions of a batch's keys as the batch goes: read from the database, then moved by
+/// each event in order. Both apply paths decide through it.
+struct Ledger {
+    stored: HashMap<String, i64>,
+    buried: HashMap<String, i64>,
+    tombstones: bool,
+}
+
+/// What one event does to its row.
+enum Effect {
+    Delete,
+    Write,
+    Nothing,
+}
+
+struct Step {
+    /// The stored revision before the event.
+    current: Option<i64>,
+    applied: Applied,
+    effect: Effect,
+}
+
+impl Ledger {
+    /// Decides one event (WIRE.md section 4), logs the notable cases and moves the key's state.
+    fn step(&mut self, event: &ReplicaEvent, p: &Prepared) -> Step {
+        let current = self.stored.get(&p.pk_text).copied();
+        if p.signal == SignalType::Delete {
+            if self.tombstones {
+                let t = self.buried.entry(p.pk_text.clone()).or_insert(p.revision);
+                *t = (*t).max(p.revision);
+            }
+            self.stored.remove(&p.pk_text);
+            let applied = if current.is_some() {
+                Applied::Deleted
+            } else {
+                Applied::Skipped(Skip::Missing)
+            };
+            return Step {
+                current,
+                applied,
+                effect: Effect::Delete,
+            };
+        }
+        let decision = decide(
+            p.signal,
+            current,
+            p.revision,
+            self.buried.get(&p.pk_text).copied(),
+        );
+        log_decision(event, p, current, decision);
+        let effect = if decision.writes() {
+            self.stored.insert(p.pk_text.clone(), p.revision);
+            Effect::Write
+        } else {
+            Effect::Nothing
+        };
+        Step {
+            current,
+            applied: applied(decision),
+            effect,
+        }
+    }
+
+    /// The tombstone to store for a deleted key.
+    fn tombstone<'a>(&self, p: &'a Prepared) -> Option<(&'a str, i64)> {
+        self.buried
+            .get(&p.pk_text)
+            .map(|r| (p.pk_text.as_str(), *r))
     }
 }
 

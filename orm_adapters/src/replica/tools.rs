@@ -72,27 +72,11 @@ impl ReplicaTable {
     /// Returns how many rows went.
     pub async fn delete_pks(&self, pks: &[Json]) -> Result<u64> {
         let pk = &self.columns[self.pk];
-        let mut deleted = 0;
-        for chunk in pks.chunks(self.dialect.max_values()) {
-            let values = chunk
-                .iter()
-                .map(|k| pk.to_db(k))
-                .collect::<Result<Vec<_>>>()?;
-            let mut q = Query::new(self.dialect);
-            q.push("DELETE FROM ")
-                .ident(&self.table)
-                .push(" WHERE ")
-                .ident(&pk.name)
-                .push(" IN ")
-                .value_list(values);
-            deleted += self
-                .db
-                .execute_raw(q.build())
-                .await
-                .map_err(|e| db_error("deleting rows", e))?
-                .rows_affected();
-        }
-        Ok(deleted)
+        let keys = pks
+            .iter()
+            .map(|k| pk.to_db(k))
+            .collect::<Result<Vec<_>>>()?;
+        self.delete_keys(&self.db, &keys).await
     }
 
     /// Loads rows from a bulk dump (`instance_data` objects) as SAVEs, in one transaction per
