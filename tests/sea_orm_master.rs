@@ -25,33 +25,11 @@ use rust_decimal::Decimal;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryOrder};
 use serde_json::{Value, json};
-use support::db::{Backend, TestDb};
+use support::db::{Backend, TestDb, on_each_db};
 use support::entities::author;
 use support::{unique, wait_until};
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-macro_rules! on_each_db {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-            #[actix_rt::test]
-            async fn sqlite() {
-                super::$scenario(Backend::Sqlite).await;
-            }
-            #[cfg(feature = "postgres")]
-            #[actix_rt::test]
-            async fn postgres() {
-                super::$scenario(Backend::Postgres).await;
-            }
-            #[cfg(feature = "mysql")]
-            #[actix_rt::test]
-            async fn mariadb() {
-                super::$scenario(Backend::MySql).await;
-            }
-        }
-    )*};
-}
 
 on_each_db!(
     writes_bump_revisions_and_record_events,

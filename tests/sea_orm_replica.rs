@@ -20,33 +20,9 @@ use cqrs_sync::{
 };
 use sea_orm::{ActiveModelTrait, ActiveValue, EntityTrait, QueryOrder};
 use serde_json::{Value, json};
-use support::db::{Backend, TestDb};
+use support::db::{Backend, TestDb, on_each_db};
 use support::entities::{book, tag};
 use support::{body, unique, wait_until};
-
-/// Runs a scenario on each database: SQLite always, PostgreSQL and MariaDB when their features
-/// are on (`--all-features`).
-macro_rules! on_each_db {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-            #[actix_rt::test]
-            async fn sqlite() {
-                super::$scenario(Backend::Sqlite).await;
-            }
-            #[cfg(feature = "postgres")]
-            #[actix_rt::test]
-            async fn postgres() {
-                super::$scenario(Backend::Postgres).await;
-            }
-            #[cfg(feature = "mysql")]
-            #[actix_rt::test]
-            async fn mariadb() {
-                super::$scenario(Backend::MySql).await;
-            }
-        }
-    )*};
-}
 
 on_each_db!(
     revision_rules,

@@ -6,6 +6,35 @@ use std::time::Duration;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait, Schema};
 
+/// Runs scenarios on each database: for each `async fn scenario(Backend)` named, a module with
+/// a test on SQLite always, and on PostgreSQL and MariaDB when their features are on
+/// (`--all-features`).
+// Not every test binary that includes `support` runs scenarios.
+#[allow(unused_macros)]
+macro_rules! on_each_db {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use crate::support::db::Backend;
+            #[actix_rt::test]
+            async fn sqlite() {
+                super::$scenario(Backend::Sqlite).await;
+            }
+            #[cfg(feature = "postgres")]
+            #[actix_rt::test]
+            async fn postgres() {
+                super::$scenario(Backend::Postgres).await;
+            }
+            #[cfg(feature = "mysql")]
+            #[actix_rt::test]
+            async fn mariadb() {
+                super::$scenario(Backend::MySql).await;
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)] // see above
+pub(crate) use on_each_db;
+
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -85,75 +114,68 @@ async fn connect(url: &str, pool: u32) -> DatabaseConnection {
         .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
 }
 
+/// The admin server URL and the statement that creates a test database there.
+fn create_statement(backend: Backend, name: &str) -> Option<(&'static str, String)> {
+    match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some((
+            "postgres://postgres@127.0.0.1:5432/test",
+            format!("CREATE SCHEMA {name}"),
+        )),
+        Backend::MySql => Some((
+            "mysql://root@127.0.0.1:3306/test",
+            format!("CREATE DATABASE {name}"),
+        )),
+    }
+}
+
+/// The URL of a test database (for SQLite, `name` is the file's path) and its pool size.
+fn database_url(backend: Backend, name: &str) -> (String, u32) {
+    match backend {
+        Backend::Sqlite => (format!("sqlite://{name}?mode=rwc"), 1),
+        Backend::Postgres => (
+            format!("postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D{name}"),
+            8,
+        ),
+        Backend::MySql => (format!("mysql://root@127.0.0.1:3306/{name}"), 8),
+    }
+}
+
 impl TestDb {
     /// A new, empty database of `backend`.
     pub async fn new(backend: Backend, name: &str) -> Self {
-        let name = super::unique(&format!("cqrs_t_{name}")).to_lowercase();
-        match backend {
-            Backend::Sqlite => {
+        let mut name = super::unique(&format!("cqrs_t_{name}")).to_lowercase();
+        let mut admin = None;
+        match create_statement(backend, &name) {
+            Some((url, sql)) => {
+                let conn = connect(url, 1).await;
+                conn.execute_unprepared(&sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                admin = Some(conn);
+            }
+            None => {
                 let path = std::env::temp_dir().join(format!("{name}.sqlite3"));
-                let url = format!("sqlite://{}?mode=rwc", path.display());
-                Self {
-                    db: connect(&url, 1).await,
-                    backend,
-                    name: path.display().to_string(),
-                    admin: None,
-                    cleaned: false,
-                }
-            }
-            Backend::Postgres => {
-                let admin = connect("postgres://postgres@127.0.0.1:5432/test", 1).await;
-                admin
-                    .execute_unprepared(&format!("CREATE SCHEMA {name}"))
-                    .await
-                    .unwrap_or_else(|e| panic!("create schema: {e}"));
-                let url = format!(
-                    "postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D{name}"
-                );
-                Self {
-                    db: connect(&url, 8).await,
-                    backend,
-                    name,
-                    admin: Some(admin),
-                    cleaned: false,
-                }
-            }
-            Backend::MySql => {
-                let admin = connect("mysql://root@127.0.0.1:3306/test", 1).await;
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .unwrap_or_else(|e| panic!("create database: {e}"));
-                let url = format!("mysql://root@127.0.0.1:3306/{name}");
-                Self {
-                    db: connect(&url, 8).await,
-                    backend,
-                    name,
-                    admin: Some(admin),
-                    cleaned: false,
-                }
+                name = path.display().to_string();
             }
         }
+        Self {
+            db: Self::open(backend, &name).await,
+            backend,
+            name,
+            admin,
+            cleaned: false,
+        }
+    }
+
+    async fn open(backend: Backend, name: &str) -> DatabaseConnection {
+        let (url, pool) = database_url(backend, name);
+        connect(&url, pool).await
     }
 
     /// Another connection pool to the same database (a second "process").
     pub async fn reconnect(&self) -> DatabaseConnection {
-        match self.backend {
-            Backend::Sqlite => connect(&format!("sqlite://{}?mode=rwc", self.name), 1).await,
-            Backend::Postgres => {
-                connect(
-                    &format!(
-                        "postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D{}",
-                        self.name
-                    ),
-                    8,
-                )
-                .await
-            }
-            Backend::MySql => {
-                connect(&format!("mysql://root@127.0.0.1:3306/{}", self.name), 8).await
-            }
-        }
+        Self::open(self.backend, &self.name).await
     }
 
     /// Creates `entity`'s table.

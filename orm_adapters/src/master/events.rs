@@ -54,14 +54,14 @@ where
         signal: SignalType,
         queue: Option<&str>,
     ) -> Result<Option<(Envelope, Route)>> {
-        if !self.produce || !self.is_synced(model) {
+        if !self.model.produces() || !self.is_synced(model) {
             return Ok(None);
         }
         let data = self.instance_data(txn, model).await?;
         let pk = to_json(&model.get(self.pk))?;
         let route = match queue {
-            Some(q) => Route::queue(q, self.cqrs_id.clone()),
-            None => Route::broadcast(self.cqrs_id.clone()),
+            Some(q) => Route::queue(q, self.model.cqrs_id().to_owned()),
+            None => Route::broadcast(self.model.cqrs_id().to_owned()),
         };
         Ok(Some((
             self.envelope(signal, data, previous, pk, queue),
@@ -70,7 +70,7 @@ where
     }
 
     pub(super) fn delete_event(&self, old: &E::Model) -> Result<Option<(Envelope, Route)>> {
-        if !self.produce || !self.is_synced(old) {
+        if !self.model.produces() || !self.is_synced(old) {
             return Ok(None);
         }
         let pk = to_json(&old.get(self.pk))?;
@@ -88,7 +88,10 @@ where
             data.insert("custom".into(), custom);
         }
         let envelope = self.envelope(SignalType::Delete, data, None, pk, None);
-        Ok(Some((envelope, Route::broadcast(self.cqrs_id.clone()))))
+        Ok(Some((
+            envelope,
+            Route::broadcast(self.model.cqrs_id().to_owned()),
+        )))
     }
 
     pub(super) fn envelope(
@@ -112,13 +115,13 @@ where
         let correlation = self
             .correlation
             .as_ref()
-            .and_then(|f| f(signal, &self.cqrs_id, &pk, queue));
-        let mut envelope = Envelope::new(signal, self.cqrs_id.clone(), data)
+            .and_then(|f| f(signal, self.model.cqrs_id(), &pk, queue));
+        let mut envelope = Envelope::new(signal, self.model.cqrs_id().to_owned(), data)
             .with_pk(pk)
             .with_previous_data(previous)
             .with_meta(meta)
             .with_correlation_id(correlation);
-        if let Some(ttl) = self.message_ttl {
+        if let Some(ttl) = self.model.message_ttl() {
             envelope = envelope.with_expires(ttl.map(expiry_after));
         }
         envelope

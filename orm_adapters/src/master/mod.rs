@@ -109,7 +109,8 @@ impl fmt::Debug for Delivery {
 /// # Ok(()) }
 /// ```
 pub struct MasterTable<E: EntityTrait> {
-    cqrs_id: String,
+    /// The CQRS id, produce flag and TTL, as the system registers them.
+    model: MasterModel,
     fields: Vec<E::Column>,
     pk: E::Column,
     revision: E::Column,
@@ -120,15 +121,13 @@ pub struct MasterTable<E: EntityTrait> {
     delete_data: Option<DeleteDataFn<E::Model>>,
     meta: Option<MetaFn>,
     correlation: Option<CorrelationFn>,
-    produce: bool,
-    message_ttl: Option<Option<Duration>>,
     delivery: Delivery,
 }
 
 impl<E: EntityTrait> Clone for MasterTable<E> {
     fn clone(&self) -> Self {
         Self {
-            cqrs_id: self.cqrs_id.clone(),
+            model: self.model.clone(),
             fields: self.fields.clone(),
             pk: self.pk,
             revision: self.revision,
@@ -139,8 +138,6 @@ impl<E: EntityTrait> Clone for MasterTable<E> {
             delete_data: self.delete_data.clone(),
             meta: self.meta.clone(),
             correlation: self.correlation.clone(),
-            produce: self.produce,
-            message_ttl: self.message_ttl,
             delivery: self.delivery.clone(),
         }
     }
@@ -149,8 +146,8 @@ impl<E: EntityTrait> Clone for MasterTable<E> {
 impl<E: EntityTrait> fmt::Debug for MasterTable<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MasterTable")
-            .field("cqrs_id", &self.cqrs_id)
-            .field("produce", &self.produce)
+            .field("cqrs_id", &self.model.cqrs_id())
+            .field("produce", &self.model.produces())
             .field("delivery", &self.delivery)
             .finish()
     }
@@ -182,7 +179,7 @@ where
         let updated = column_named::<E>("cqrs_updated")
             .ok_or_else(|| Error::config(&table, "the table has no cqrs_updated column"))?;
         Ok(Self {
-            cqrs_id: cqrs_id.into(),
+            model: MasterModel::new(cqrs_id),
             fields: E::Column::iter().collect(),
             pk,
             revision,
@@ -193,8 +190,6 @@ where
             delete_data: None,
             meta: None,
             correlation: None,
-            produce: true,
-            message_ttl: None,
             delivery,
         })
     }
@@ -274,7 +269,7 @@ where
     /// either way.
     #[must_use]
     pub fn with_produce(mut self, produce: bool) -> Self {
-        self.produce = produce;
+        self.model = self.model.with_produce(produce);
         self
     }
 
@@ -282,25 +277,21 @@ where
     /// system's `master.message_ttl` applies from the moment of publishing.
     #[must_use]
     pub fn with_message_ttl(mut self, ttl: Option<Duration>) -> Self {
-        self.message_ttl = Some(ttl);
+        self.model = self.model.with_message_ttl(ttl);
         self
     }
 
     /// The CQRS id.
     #[must_use]
     pub fn cqrs_id(&self) -> &str {
-        &self.cqrs_id
+        self.model.cqrs_id()
     }
 
     /// The model to register with [`CqrsSystem`](cqrs_actors::CqrsSystem), so its events can be
     /// published.
     #[must_use]
     pub fn model(&self) -> MasterModel {
-        let model = MasterModel::new(self.cqrs_id.clone()).with_produce(self.produce);
-        match self.message_ttl {
-            Some(ttl) => model.with_message_ttl(ttl),
-            None => model,
-        }
+        self.model.clone()
     }
 
     /// Inserts a row at revision 0 and records a SAVE.
@@ -516,7 +507,7 @@ where
                     .collect();
                 for result in futures_util::future::join_all(pending).await {
                     if let Err(e) = result {
-                        tracing::error!(cqrs_id = %self.cqrs_id, error = %e, "CQRS couldn't be published");
+                        tracing::error!(cqrs_id = %self.model.cqrs_id(), error = %e, "CQRS couldn't be published");
                     }
                 }
             }
