@@ -224,6 +224,29 @@ impl Outbox {
         ttl_ms: i64,
     ) -> Result<bool> {
         let d = Dialect::of(db.get_database_backend())?;
+        let take = || {
+            let mut q = Query::new(d);
+            q.push("UPDATE ")
+                .ident(&self.lease_table)
+                .push(" SET owner = ")
+                .value(Value::from(owner))
+                .push(", expires_at = ")
+                .value(Value::from(now_ms + ttl_ms))
+                .push(" WHERE name = ")
+                .value(Value::from(self.table.as_str()))
+                .push(" AND (owner = ")
+                .value(Value::from(owner))
+                .push(" OR expires_at < ")
+                .value(Value::from(now_ms))
+                .push(")");
+            q.build()
+        };
+        let fail = |e| db_error("taking the outbox lease", e);
+        if db.execute_raw(take()).await.map_err(fail)?.rows_affected() == 1 {
+            return Ok(true);
+        }
+        // No row matched: either another relay holds the lease, or the lease row does not
+        // exist yet. Create it (a no-op when it exists) and try once more.
         let mut q = Query::new(d);
         q.push(match d {
             Dialect::MySql => "INSERT IGNORE INTO ",
@@ -239,28 +262,8 @@ impl Outbox {
         if d != Dialect::MySql {
             q.push(" ON CONFLICT (name) DO NOTHING");
         }
-        db.execute_raw(q.build())
-            .await
-            .map_err(|e| db_error("taking the outbox lease", e))?;
-        let mut q = Query::new(d);
-        q.push("UPDATE ")
-            .ident(&self.lease_table)
-            .push(" SET owner = ")
-            .value(Value::from(owner))
-            .push(", expires_at = ")
-            .value(Value::from(now_ms + ttl_ms))
-            .push(" WHERE name = ")
-            .value(Value::from(self.table.as_str()))
-            .push(" AND (owner = ")
-            .value(Value::from(owner))
-            .push(" OR expires_at < ")
-            .value(Value::from(now_ms))
-            .push(")");
-        let done = db
-            .execute_raw(q.build())
-            .await
-            .map_err(|e| db_error("taking the outbox lease", e))?;
-        Ok(done.rows_affected() == 1)
+        db.execute_raw(q.build()).await.map_err(fail)?;
+        Ok(db.execute_raw(take()).await.map_err(fail)?.rows_affected() == 1)
     }
 
     /// Gives the lease up, so another process can take over at once.
