@@ -16,7 +16,7 @@ use lapin::{Channel, Consumer};
 use tokio::sync::Mutex;
 
 use super::lapin_error;
-use super::link::Link;
+use super::link::{Link, open_channel};
 use super::publisher::{Outgoing, Publisher};
 use super::topology::{self, HEADER_DUE, HEADER_TIER};
 
@@ -50,11 +50,7 @@ pub(crate) async fn open(
     prefetch: u32,
     id: u64,
 ) -> Result<(Channel, Consumer)> {
-    let channel = link
-        .connection
-        .create_channel()
-        .await
-        .map_err(|e| lapin_error("open channel", e))?;
+    let channel = open_channel(&link.connection).await?;
     channel
         .basic_qos(
             u16::try_from(prefetch).unwrap_or(u16::MAX),

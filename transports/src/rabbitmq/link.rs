@@ -40,6 +40,14 @@ pub(crate) type LinkRx = watch::Receiver<Option<Arc<Link>>>;
 pub(crate) struct LinkUp(pub Arc<Link>);
 
 /// Waits for a connection newer than `after` (any when `None`) until `deadline`.
+/// Opens a channel on `connection`.
+pub(crate) async fn open_channel(connection: &lapin::Connection) -> Result<lapin::Channel> {
+    connection
+        .create_channel()
+        .await
+        .map_err(|e| lapin_error("open channel", e))
+}
+
 pub(crate) async fn wait_link(
     rx: &mut LinkRx,
     after: Option<u64>,
@@ -196,19 +204,13 @@ async fn connect(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    let setup = connection
-        .create_channel()
-        .await
-        .map_err(|e| lapin_error("open channel", e))?;
+    let setup = open_channel(&connection).await?;
     topology::declare_exchange(&setup, config).await?;
     for declare in &declares {
         topology::declare_replica(&setup, config, declare).await?;
     }
     let _ = setup.close(200, "topology declared".into()).await;
-    let publish = connection
-        .create_channel()
-        .await
-        .map_err(|e| lapin_error("open channel", e))?;
+    let publish = open_channel(&connection).await?;
     publish
         .confirm_select(ConfirmSelectOptions::default())
         .await

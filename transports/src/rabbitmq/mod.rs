@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use config::{QueueType, RabbitMqConfig};
 use consumer::ChannelEntry;
-use link::{LinkRx, wait_link};
+use link::{LinkRx, open_channel, wait_link};
 use publisher::Publisher;
 use subscriptions::ConsumerSpec;
 
@@ -208,11 +208,7 @@ impl Handler<Declare> for RabbitMqTransport {
             loop {
                 let l = wait_link(&mut link, after, deadline).await?;
                 let declared = async {
-                    let channel = l
-                        .connection
-                        .create_channel()
-                        .await
-                        .map_err(|e| lapin_error("open channel", e))?;
+                    let channel = open_channel(&l.connection).await?;
                     topology::declare_exchange(&channel, &config).await?;
                     topology::declare_replica(&channel, &config, &msg).await?;
                     let _ = channel.close(200, "declared".into()).await;
@@ -246,11 +242,7 @@ impl Handler<Inspect> for RabbitMqTransport {
         let (mut link, deadline) = (self.link.clone(), self.deadline());
         Box::pin(async move {
             let l = wait_link(&mut link, None, deadline).await?;
-            let channel = l
-                .connection
-                .create_channel()
-                .await
-                .map_err(|e| lapin_error("open channel", e))?;
+            let channel = open_channel(&l.connection).await?;
             let queue = channel
                 .queue_declare(
                     topology::short("queue", &msg.queue)?,
@@ -300,11 +292,7 @@ impl Handler<Teardown> for RabbitMqTransport {
             (self.link.clone(), Arc::clone(&self.config), self.deadline());
         Box::pin(async move {
             let l = wait_link(&mut link, None, deadline).await?;
-            let channel = l
-                .connection
-                .create_channel()
-                .await
-                .map_err(|e| lapin_error("open channel", e))?;
+            let channel = open_channel(&l.connection).await?;
             for declare in &declared {
                 topology::delete_replica(&channel, &config, declare).await?;
             }
