@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use cqrs_sync::transport::{HEADER_ERROR, HEADER_REASON, Headers, OutgoingMessage};
 use cqrs_sync::{
-    Codec, CqrsConfig, CqrsSystem, Error, MasterModel, MemoryTable, ReplicaEvent, ReplicaModel,
+    CqrsConfig, CqrsSystem, Error, MasterModel, MemoryTable, ReplicaEvent, ReplicaModel,
     RetryPolicy, Route, SignalType, handler_fn,
 };
 use cqrs_transports::conformance::collect;
@@ -179,26 +179,7 @@ async fn a_poison_message_is_parked_max_retries_times_then_dead_lettered_while_o
     );
     let m = system.metrics();
     assert_eq!((m.retried, m.dead_lettered), (3, 1));
-    let dead = collect(&transport, &dlq, 10, true).await;
-    let seen = dead.wait_for(1, "dead letter").await;
-    let letter = Codec::Json
-        .decode(&seen[0].body, None)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        letter.retries, 3,
-        "the dead letter keeps retries == max_retries"
-    );
-    assert_eq!(seen[0].routing_key, format!("cqrs.{dlq}.failing"));
-    assert_eq!(
-        seen[0].headers.get(HEADER_REASON).map(String::as_str),
-        Some("retries_exhausted")
-    );
-    assert!(
-        seen[0]
-            .headers
-            .get(HEADER_ERROR)
-            .is_some_and(|e| e.contains("read-only"))
-    );
+    support::expect_retries_exhausted(&transport, &dlq, "failing", 3, "read-only").await;
     system.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
 }
 

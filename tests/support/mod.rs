@@ -68,3 +68,38 @@ pub fn body(signal: SignalType, cqrs_id: &str, data: JsonObject) -> Vec<u8> {
         .encode(&envelope)
         .unwrap_or_else(|e| panic!("encode: {e}"))
 }
+
+/// Waits for the one dead letter of `cqrs_id` in `dlq` and checks it is a message that used up
+/// `retries` retries: body with `retries` unchanged, the dead-letter routing key, the reason
+/// `retries_exhausted` and an error header containing `error_part`.
+pub async fn expect_retries_exhausted(
+    transport: &cqrs_sync::TransportHandle,
+    dlq: &str,
+    cqrs_id: &str,
+    retries: u32,
+    error_part: &str,
+) {
+    use cqrs_sync::transport::{HEADER_ERROR, HEADER_REASON};
+    let dead = cqrs_transports::conformance::collect(transport, dlq, 10, true).await;
+    let seen = dead.wait_for(1, "dead letter").await;
+    let letter = cqrs_sync::Codec::Json
+        .decode(&seen[0].body, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        letter.retries, retries,
+        "the dead letter keeps retries == max_retries"
+    );
+    assert_eq!(seen[0].routing_key, format!("cqrs.{dlq}.{cqrs_id}"));
+    assert_eq!(
+        seen[0].headers.get(HEADER_REASON).map(String::as_str),
+        Some("retries_exhausted")
+    );
+    assert!(
+        seen[0]
+            .headers
+            .get(HEADER_ERROR)
+            .is_some_and(|e| e.contains(error_part)),
+        "error header {:?} should contain {error_part:?}",
+        seen[0].headers.get(HEADER_ERROR)
+    );
+}
