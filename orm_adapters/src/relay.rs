@@ -237,7 +237,17 @@ impl Worker {
                 }
                 Ok(Round::NotLeader) => tokio::time::sleep(self.config.poll_interval).await,
                 Err(e) => {
-                    tracing::error!(outbox = %self.outbox.table(), error = %e, retry_in = ?backoff, "outbox relay failed");
+                    // The events stay in the outbox and are tried again, in order; nothing
+                    // behind the failing one is published until it goes out.
+                    let hint = match e.kind() {
+                        ErrorKind::Config => {
+                            "register each MasterTable's model() with the CqrsSystem whose \
+                             publisher the relay uses"
+                        }
+                        ErrorKind::Decode => "an outbox row is not a readable event",
+                        _ => "the broker or the database is unavailable",
+                    };
+                    tracing::error!(outbox = %self.outbox.table(), error = %e, hint, retry_in = ?backoff, "outbox relay failed; events wait in the outbox");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
