@@ -36,7 +36,10 @@ impl ReplicaTable {
                 keys.push(p);
             }
         }
-        let stored = self.stored_revisions(txn, &keys).await?;
+        let values: Vec<Value> = keys.iter().map(|p| p.pk.clone()).collect();
+        let stored = self
+            .read_revisions(txn, &values, self.select_for_update)
+            .await?;
         let existing: HashSet<String> = stored.keys().cloned().collect();
         let buried = match &self.tombstones {
             Some(t) => {
@@ -136,27 +139,12 @@ impl ReplicaTable {
         Ok(outcome)
     }
 
-    /// The stored revision of each key, locked when `select_for_update` is on.
-    async fn stored_revisions(
+    /// The stored revision of each key (by its text form), the rows locked when `lock` is set
+    /// and the database has row locks.
+    pub(super) async fn read_revisions(
         &self,
-        txn: &DatabaseTransaction,
-        keys: &[&Prepared],
-    ) -> Result<HashMap<String, i64>> {
-        self.read_revisions(txn, keys, self.select_for_update).await
-    }
-
-    pub(super) async fn stored_revisions_unlocked(
-        &self,
-        txn: &DatabaseTransaction,
-        keys: &[&Prepared],
-    ) -> Result<HashMap<String, i64>> {
-        self.read_revisions(txn, keys, false).await
-    }
-
-    async fn read_revisions(
-        &self,
-        txn: &DatabaseTransaction,
-        keys: &[&Prepared],
+        db: &impl ConnectionTrait,
+        keys: &[Value],
         lock: bool,
     ) -> Result<HashMap<String, i64>> {
         let pk = &self.columns[self.pk];
@@ -172,11 +160,11 @@ impl ReplicaTable {
                 .push(" WHERE ")
                 .ident(&pk.name)
                 .push(" IN ")
-                .value_list(chunk.iter().map(|p| p.pk.clone()));
+                .value_list(chunk.iter().cloned());
             if lock && self.dialect.has_row_locks() {
                 q.push(" FOR UPDATE");
             }
-            let rows = txn
+            let rows = db
                 .query_all_raw(q.build())
                 .await
                 .map_err(|e| db_error("reading stored revisions", e))?;

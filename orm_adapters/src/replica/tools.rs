@@ -2,10 +2,10 @@
 //! revision diff against the master, deletes by key and bulk load.
 
 use cqrs_actors::{Applied, JsonObject, ReplicaEvent, ReplicaHandler, Result, SignalType, values};
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::ConnectionTrait;
 use serde_json::Value as Json;
 
-use super::{Prepared, ReplicaTable};
+use super::ReplicaTable;
 use crate::columns::to_json;
 use crate::db_error;
 use crate::sql::Query;
@@ -41,31 +41,19 @@ impl ReplicaTable {
     /// has another revision (django-cqrs `cqrs_diff_replica`).
     pub async fn diff(&self, master: &[(Json, i64)]) -> Result<Vec<Json>> {
         let pk = &self.columns[self.pk];
-        let keys: Vec<Prepared> = master
+        let keys = master
             .iter()
-            .map(|(k, rev)| {
-                let value = pk.to_db(k)?;
-                let json = to_json(&value)?;
-                Ok(Prepared {
-                    signal: SignalType::Sync,
-                    pk_text: values::pk_text(&json),
-                    pk_json: json,
-                    pk: value,
-                    revision: *rev,
-                    data: JsonObject::new(),
-                    row: Vec::new(),
-                })
-            })
-            .collect::<Result<_>>()?;
-        let txn = self.db.begin().await.map_err(|e| db_error("begin", e))?;
-        let refs: Vec<&Prepared> = keys.iter().collect();
-        let stored = self.stored_revisions_unlocked(&txn, &refs).await?;
-        txn.commit().await.map_err(|e| db_error("commit", e))?;
-        Ok(keys
-            .into_iter()
-            .filter(|k| stored.get(&k.pk_text) != Some(&k.revision))
-            .map(|k| k.pk_json)
-            .collect())
+            .map(|(k, _)| pk.to_db(k))
+            .collect::<Result<Vec<_>>>()?;
+        let stored = self.read_revisions(&self.db, &keys, false).await?;
+        let mut out = Vec::new();
+        for (key, (_, revision)) in keys.iter().zip(master) {
+            let json = to_json(key)?;
+            if stored.get(&values::pk_text(&json)) != Some(revision) {
+                out.push(json);
+            }
+        }
+        Ok(out)
     }
 
     /// Deletes rows by primary key without hooks (django-cqrs `cqrs_deleted_sync_replica`).
