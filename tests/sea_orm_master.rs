@@ -340,24 +340,27 @@ async fn relayed_events_reach_a_replica_table(backend: Backend) {
         table.delete(&t.db, victim.id).await.unwrap();
     }
     drained(&t, &outbox).await;
-    let master = author::Entity::find().order_by_asc(author::Column::Id);
-    wait_until("the replica to match the master", PATIENCE, || {
-        let (master, replica) = (
-            master.clone(),
-            author::Entity::find().order_by_asc(author::Column::Id),
-        );
-        let (m_db, r_db) = (&t.db, &replica_db.db);
-        async move {
-            let m = master.all(m_db).await.unwrap_or_default();
-            let r = replica.all(r_db).await.unwrap_or_default();
-            same_rows(&m, &r)
-        }
-    })
-    .await;
+    replica_matches(&t, &replica_db, "the replica to match the master").await;
     relay.send(StopRelay).await.unwrap();
     system.shutdown().await.unwrap();
     replica_db.cleanup().await;
     t.cleanup().await;
+}
+
+async fn authors_of(db: &TestDb) -> Vec<author::Model> {
+    author::Entity::find()
+        .order_by_asc(author::Column::Id)
+        .all(&db.db)
+        .await
+        .unwrap_or_default()
+}
+
+/// Waits until the replica's `author` table equals the master's.
+async fn replica_matches(master: &TestDb, replica: &TestDb, what: &str) {
+    wait_until(what, PATIENCE, || async {
+        same_rows(&authors_of(master).await, &authors_of(replica).await)
+    })
+    .await;
 }
 
 /// Rows equal in every column but `cqrs_updated`'s sub-second part, which MySQL's
@@ -563,23 +566,7 @@ async fn sync_dump_and_diff_repair_a_replica(backend: Backend) {
 
     let (relay, _) = start_relay(&t, &outbox, &system, RelayConfig::default());
     drained(&t, &outbox).await;
-    wait_until("the replica to be repaired", PATIENCE, || {
-        let (m_db, r_db) = (&t.db, &replica_db.db);
-        async move {
-            let m = author::Entity::find()
-                .order_by_asc(author::Column::Id)
-                .all(m_db)
-                .await
-                .unwrap_or_default();
-            let r = author::Entity::find()
-                .order_by_asc(author::Column::Id)
-                .all(r_db)
-                .await
-                .unwrap_or_default();
-            same_rows(&m, &r)
-        }
-    })
-    .await;
+    replica_matches(&t, &replica_db, "the replica to be repaired").await;
     relay.send(StopRelay).await.unwrap();
     system.shutdown().await.unwrap();
     replica_db.cleanup().await;
