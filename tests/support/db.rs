@@ -52,21 +52,6 @@ pub struct TestDb {
     cleaned: bool,
 }
 
-/// The statement that drops a test database, and the server to send it to.
-fn drop_statement(backend: Backend, name: &str) -> Option<(&'static str, String)> {
-    match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some((
-            "postgres://postgres@127.0.0.1:5432/test",
-            format!("DROP SCHEMA IF EXISTS {name} CASCADE"),
-        )),
-        Backend::MySql => Some((
-            "mysql://root@127.0.0.1:3306/test",
-            format!("DROP DATABASE IF EXISTS {name}"),
-        )),
-    }
-}
-
 impl Drop for TestDb {
     /// A test that panicked never reached `cleanup`: drop its database from a thread of its
     /// own (the test's runtime may be unwinding), so failed runs leave nothing behind.
@@ -78,7 +63,7 @@ impl Drop for TestDb {
             let _ = std::fs::remove_file(&self.name);
             return;
         }
-        let Some((url, sql)) = drop_statement(self.backend, &self.name) else {
+        let Some(Admin { url, drop: sql, .. }) = admin(self.backend, &self.name) else {
             return;
         };
         let _ = std::thread::spawn(move || {
@@ -114,19 +99,29 @@ async fn connect(url: &str, pool: u32) -> DatabaseConnection {
         .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
 }
 
-/// The admin server URL and the statement that creates a test database there.
-fn create_statement(backend: Backend, name: &str) -> Option<(&'static str, String)> {
-    match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some((
-            "postgres://postgres@127.0.0.1:5432/test",
-            format!("CREATE SCHEMA {name}"),
-        )),
-        Backend::MySql => Some((
-            "mysql://root@127.0.0.1:3306/test",
-            format!("CREATE DATABASE {name}"),
-        )),
-    }
+/// The server a test database lives on (`None`: a SQLite file), and the statements that
+/// create and drop it there.
+struct Admin {
+    url: &'static str,
+    create: String,
+    drop: String,
+}
+
+fn admin(backend: Backend, name: &str) -> Option<Admin> {
+    let (url, kind) = match backend {
+        Backend::Sqlite => return None,
+        Backend::Postgres => ("postgres://postgres@127.0.0.1:5432/test", "SCHEMA"),
+        Backend::MySql => ("mysql://root@127.0.0.1:3306/test", "DATABASE"),
+    };
+    let drop = match backend {
+        Backend::Postgres => format!("DROP SCHEMA IF EXISTS {name} CASCADE"),
+        _ => format!("DROP {kind} IF EXISTS {name}"),
+    };
+    Some(Admin {
+        url,
+        create: format!("CREATE {kind} {name}"),
+        drop,
+    })
 }
 
 /// The URL of a test database (for SQLite, `name` is the file's path) and its pool size.
@@ -145,14 +140,14 @@ impl TestDb {
     /// A new, empty database of `backend`.
     pub async fn new(backend: Backend, name: &str) -> Self {
         let mut name = super::unique(&format!("cqrs_t_{name}")).to_lowercase();
-        let mut admin = None;
-        match create_statement(backend, &name) {
-            Some((url, sql)) => {
+        let mut admin_conn = None;
+        match admin(backend, &name) {
+            Some(Admin { url, create, .. }) => {
                 let conn = connect(url, 1).await;
-                conn.execute_unprepared(&sql)
+                conn.execute_unprepared(&create)
                     .await
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
-                admin = Some(conn);
+                    .unwrap_or_else(|e| panic!("{create}: {e}"));
+                admin_conn = Some(conn);
             }
             None => {
                 let path = std::env::temp_dir().join(format!("{name}.sqlite3"));
@@ -163,7 +158,7 @@ impl TestDb {
             db: Self::open(backend, &name).await,
             backend,
             name,
-            admin,
+            admin: admin_conn,
             cleaned: false,
         }
     }
@@ -196,11 +191,11 @@ impl TestDb {
             let _ = std::fs::remove_file(&self.name);
             return;
         }
-        if let (Some(admin), Some((_, sql))) =
-            (self.admin.take(), drop_statement(self.backend, &self.name))
+        if let (Some(conn), Some(Admin { drop, .. })) =
+            (self.admin.take(), admin(self.backend, &self.name))
         {
-            let _ = admin.execute_unprepared(&sql).await;
-            let _ = admin.close().await;
+            let _ = conn.execute_unprepared(&drop).await;
+            let _ = conn.close().await;
         }
     }
 }
