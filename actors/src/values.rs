@@ -19,16 +19,10 @@ pub struct ValueError {
 
 impl ValueError {
     fn new(expected: &'static str, got: impl std::fmt::Display) -> Self {
-        let mut got = got.to_string();
-        if got.len() > 80 {
-            let mut cut = 77;
-            while !got.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            got.truncate(cut);
-            got.push_str("...");
+        Self {
+            expected,
+            got: abbreviate(got.to_string(), 80),
         }
-        Self { expected, got }
     }
 
     /// The form that was expected, e.g. `"a datetime"`.
@@ -36,6 +30,21 @@ impl ValueError {
     pub fn expected(&self) -> &'static str {
         self.expected
     }
+}
+
+/// Cuts `text` to at most `max` bytes (on a character boundary), ending in `...` when cut, so
+/// a bad value can be quoted in an error without flooding the log.
+#[must_use]
+pub fn abbreviate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max.saturating_sub(3);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
 }
 
 fn as_str<'a>(value: &'a Value, expected: &'static str) -> Result<&'a str, ValueError> {
@@ -273,6 +282,14 @@ pub fn pk_text(value: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn abbreviate_cuts_on_a_character_boundary() {
+        assert_eq!(abbreviate("short".into(), 10), "short");
+        assert_eq!(abbreviate("abcdefghijkl".into(), 10), "abcdefg...");
+        // 'é' is two bytes; byte 7 falls inside the fourth one.
+        assert_eq!(abbreviate("éééééééé".into(), 10), "ééé...");
+    }
 
     #[test]
     fn datetimes_in_every_peer_form_parse_to_the_same_instant() {

@@ -102,7 +102,7 @@ impl Column {
             Error::invalid_data(format!(
                 "column {:?} expects {expected}, got {}",
                 self.name,
-                short(json)
+                values::abbreviate(json.to_string(), 60)
             ))
         };
         let from_value_error =
@@ -278,19 +278,6 @@ pub fn to_json(value: &Value) -> Result<Json> {
 fn value_type_name(value: &Value) -> String {
     let debug = format!("{value:?}");
     debug.split('(').next().unwrap_or("?").to_owned()
-}
-
-fn short(json: &Json) -> String {
-    let mut text = json.to_string();
-    if text.len() > 60 {
-        let mut cut = 57;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    text
 }
 
 #[cfg(test)]
