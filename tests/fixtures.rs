@@ -1,5 +1,5 @@
-//! Every message captured from django-cqrs 3.1.0 decodes; re-encoding gives the same JSON
-//! value; MessagePack round-trips it.
+//! Every message captured from django-cqrs 3.1.0 (`tests/fixtures/django-cqrs/`, described in
+//! its README) decodes; re-encoding gives the same JSON value; MessagePack round-trips it.
 
 use std::path::PathBuf;
 
@@ -7,7 +7,7 @@ use cqrs_sync::{Codec, SignalType};
 use serde_json::Value;
 
 fn fixtures() -> Vec<(String, Value)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/django-cqrs");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/django-cqrs");
     let mut out = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))

@@ -1,6 +1,6 @@
 //! The wire test against the real django-cqrs 3.1.0 from PyPI (the Django project in
-//! `tests/django_wire/`, run with the virtualenv `target/django-venv` that
-//! `tests/django_wire/setup-venv.sh` creates and `.ci/run` prepares):
+//! `tests/django_wire/`, run with the virtualenv `target/django-venv` that the test creates on
+//! first use with `tests/django_wire/setup-venv.sh`):
 //! - a Django master's creates, updates, deletes, directed and broadcast syncs are applied by a
 //!   Rust replica (a SeaORM `ReplicaTable` on SQLite) to the same table contents;
 //! - a Rust master's events are applied by a Django replica (`cqrs_consume`) to the same
@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use actix::Addr;
@@ -61,25 +62,33 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The virtualenv's python; fails with the way to create it when it is missing.
+/// The virtualenv's python, created on first use by `tests/django_wire/setup-venv.sh` (once per
+/// process; the script's lock file queues other test processes behind the one that builds it),
+/// or `CQRS_DJANGO_PYTHON` when set.
 fn python() -> PathBuf {
-    let python = std::env::var_os("CQRS_DJANGO_PYTHON").map_or_else(
-        || root().join("target/django-venv/bin/python"),
-        PathBuf::from,
-    );
-    let ready = Command::new(&python)
-        .args(["-c", "import dj_cqrs, django"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ready,
-        "the Django wire test needs django-cqrs 3.1.0 in {}: run `tests/django_wire/setup-venv.sh` \
-         (`.ci/run` does), or point CQRS_DJANGO_PYTHON at a python that has it",
-        python.display()
-    );
-    python
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            if let Some(python) = std::env::var_os("CQRS_DJANGO_PYTHON") {
+                return PathBuf::from(python);
+            }
+            let script = root().join("tests/django_wire/setup-venv.sh");
+            let out = Command::new("bash")
+                .arg(&script)
+                .env("CQRS_DJANGO_VENV", root().join("target/django-venv"))
+                .output()
+                .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+            assert!(
+                out.status.success(),
+                "{} could not create the virtualenv with django-cqrs 3.1.0 (it needs python3 \
+                 and the PyPI registry): {}{}",
+                script.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            root().join("target/django-venv/bin/python")
+        })
+        .clone()
 }
 
 /// One Django process configuration: a role, its database, the exchange and queue.

@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
 # Creates the virtualenv of the wire test (target/django-venv) with django-cqrs 3.1.0 from
 # PyPI and the exact versions of its dependencies (requirements.txt), so every run tests
-# against the same Python peer. Idempotent.
+# against the same Python peer. Idempotent, and safe to run from several processes at once:
+# they queue on a lock file, and the first one builds the virtualenv the others then find.
+# The wire test runs it itself; `.ci/run` runs it first only to keep its timings apart.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-venv="$root/target/django-venv"
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import dj_cqrs, django' 2>/dev/null; then
+venv="${CQRS_DJANGO_VENV:-$root/target/django-venv}"
+mkdir -p "$(dirname "$venv")"
+
+ready() { [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import dj_cqrs, django' 2>/dev/null; }
+
+exec 9>"$venv.lock"
+flock 9
+if ready; then
   exit 0
 fi
-python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/tests/django_wire/requirements.txt"
+# --clear: a virtualenv left half-built by an interrupted run is started again from nothing.
+python3 -m venv --clear "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+  -r "$root/tests/django_wire/requirements.txt"
+ready
