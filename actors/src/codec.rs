@@ -15,7 +15,8 @@ pub const JSON_CONTENT_TYPE: &str = "text/plain";
 /// Content type of MessagePack bodies.
 pub const MSGPACK_CONTENT_TYPE: &str = "application/msgpack";
 
-/// Why a body could not be turned into an [`Envelope`].
+/// Why a body could not be turned into an [`Envelope`]. Every text in it that came from the
+/// body is cut to [`values::EXCERPT_MAX`] bytes, and a parser's explanation to 256 bytes.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -89,7 +90,7 @@ impl Codec {
             "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => {
                 Ok(Codec::MessagePack)
             }
-            _ => Err(DecodeError::UnsupportedContentType(ct.to_owned())),
+            _ => Err(DecodeError::UnsupportedContentType(values::excerpt(ct))),
         }
     }
 
@@ -134,8 +135,9 @@ impl Codec {
             detail,
         };
         let wire: WireIn = match self {
-            Codec::Json => serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?,
-            Codec::MessagePack => decode_msgpack(body).map_err(malformed)?,
+            Codec::Json => serde_json::from_slice(body).map_err(|e| malformed(json_detail(&e)))?,
+            Codec::MessagePack => decode_msgpack(body)
+                .map_err(|detail| malformed(values::abbreviate(&detail, DETAIL_MAX)))?,
         };
         wire.into_envelope(default_ttl)
     }
@@ -148,6 +150,24 @@ impl Codec {
     ) -> Result<Envelope, DecodeError> {
         Self::for_content_type(content_type)?.decode(body, default_ttl)
     }
+}
+
+/// The most bytes of a parser's explanation a [`DecodeError::Malformed`] keeps.
+const DETAIL_MAX: usize = 256;
+
+/// serde_json's explanation, cut to [`DETAIL_MAX`] bytes but keeping the position: its message
+/// quotes the offending value (`invalid type: string "..."`), which may be any length.
+fn json_detail(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    if full.len() <= DETAIL_MAX {
+        return full;
+    }
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    let what = full.strip_suffix(&position).unwrap_or(&full);
+    format!(
+        "{}{position}",
+        values::abbreviate(what, DETAIL_MAX - position.len())
+    )
 }
 
 #[cfg(feature = "msgpack")]
@@ -237,7 +257,7 @@ impl WireIn {
             .ok_or(DecodeError::MissingKey("signal_type"))?;
         let signal_type: SignalType = signal
             .parse()
-            .map_err(|_| DecodeError::UnknownSignalType(signal))?;
+            .map_err(|_| DecodeError::UnknownSignalType(values::excerpt(&signal)))?;
         let cqrs_id = self.cqrs_id.ok_or(DecodeError::MissingKey("cqrs_id"))?;
         let instance_data = self
             .instance_data
@@ -248,9 +268,10 @@ impl WireIn {
         let expires = match self.expires {
             None => default_ttl.map(expiry_after),
             Some(None) => None,
-            Some(Some(text)) => {
-                Some(values::parse_datetime(&text).map_err(|_| DecodeError::InvalidExpires(text))?)
-            }
+            Some(Some(text)) => Some(
+                values::parse_datetime(&text)
+                    .map_err(|_| DecodeError::InvalidExpires(values::excerpt(&text)))?,
+            ),
         };
         let correlation_id = match self.correlation_id {
             None | Some(Value::Null) => None,
@@ -381,5 +402,37 @@ mod tests {
             Codec::Json.decode(wrong_type, DAY),
             Err(DecodeError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn errors_quote_at_most_an_excerpt_of_the_body() {
+        let long = "x".repeat(200_000);
+        let bodies = [
+            format!(
+                r#"{{"signal_type":"{long}","cqrs_id":"a","instance_data":{{}},"instance_pk":1}}"#
+            ),
+            format!(
+                r#"{{"signal_type":"SAVE","cqrs_id":"a","instance_data":{{}},"instance_pk":1,"expires":"{long}"}}"#
+            ),
+            format!(
+                r#"{{"signal_type":"SAVE","cqrs_id":"a","instance_data":{{}},"instance_pk":1,"retries":"{long}"}}"#
+            ),
+            format!(
+                r#"{{"signal_type":"SAVE","cqrs_id":"a","instance_data":{{}},"instance_pk":1,"previous_data":"{long}"}}"#
+            ),
+            format!(
+                r#"{{"signal_type":"SAVE","cqrs_id":{{"{long}":1}},"instance_data":{{}},"instance_pk":1}}"#
+            ),
+        ];
+        for body in &bodies {
+            let err = Codec::Json.decode(body.as_bytes(), DAY).unwrap_err();
+            let text = err.to_string();
+            assert!(text.len() < 400, "{} bytes: {}", text.len(), &text[..400]);
+            assert!(Error::from(err).to_string().len() < 400);
+        }
+        let err = Codec::Json.decode(bodies[2].as_bytes(), DAY).unwrap_err();
+        assert!(err.to_string().contains(" at line 1 column "), "{err}");
+        let err = Codec::for_content_type(Some(&long)).unwrap_err();
+        assert!(err.to_string().len() < 200, "{err}");
     }
 }

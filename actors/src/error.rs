@@ -85,7 +85,23 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// An error with a kind to branch on and a message that says what happened.
+/// The longest message an [`Error`] keeps, in bytes; a longer one is cut and ends in `...`.
+///
+/// Error texts become log lines and the `x-cqrs-error` header of dead letters, and may carry
+/// text from a message, a database or user code; the bound keeps every one of them well below
+/// the smallest AMQP frame (4 KiB).
+pub const MAX_MESSAGE_LEN: usize = 2048;
+
+fn bounded(message: String) -> String {
+    if message.len() <= MAX_MESSAGE_LEN {
+        message
+    } else {
+        crate::values::abbreviate(&message, MAX_MESSAGE_LEN)
+    }
+}
+
+/// An error with a kind to branch on and a message that says what happened (at most
+/// [`MAX_MESSAGE_LEN`] bytes).
 #[derive(Debug, thiserror::Error)]
 #[error("{kind}: {message}")]
 pub struct Error {
@@ -100,7 +116,7 @@ impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
-            message: message.into(),
+            message: bounded(message.into()),
             source: None,
         }
     }
@@ -113,7 +129,7 @@ impl Error {
     ) -> Self {
         Self {
             kind,
-            message: message.into(),
+            message: bounded(message.into()),
             source: Some(Box::new(source)),
         }
     }
@@ -182,5 +198,13 @@ mod tests {
         assert!(!ErrorKind::Decode.is_retryable());
         assert!(!ErrorKind::Expired.is_retryable());
         assert_eq!(ErrorKind::UnknownCqrsId.to_string(), "unknown_cqrs_id");
+    }
+
+    #[test]
+    fn messages_are_bounded() {
+        let huge = Error::handler("é".repeat(100_000));
+        assert!(huge.message().len() <= MAX_MESSAGE_LEN);
+        assert!(huge.message().ends_with("..."));
+        assert_eq!(Error::handler("short").message(), "short");
     }
 }

@@ -35,7 +35,7 @@ pub use config::{
     SecretUrl, Ttl,
 };
 pub use envelope::{Envelope, JsonObject, SignalType, UnknownSignalType};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, MAX_MESSAGE_LEN, Result};
 pub use handler::{Applied, FnHandler, ReplicaEvent, ReplicaHandler, Skip, handler_fn};
 pub use memory_table::{MemoryTable, Row};
 pub use registry::{MasterModel, Registry, RegistryBuilder, ReplicaModel};

@@ -6,18 +6,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tracing::Span;
 
 use crate::envelope::Envelope;
+use crate::values;
 
-/// The span every log line about one message is recorded in.
+/// The span every log line about one message is recorded in. Its text fields (`cqrs_id`, `pk`,
+/// `correlation_id`) are excerpts of at most [`values::EXCERPT_MAX`] bytes, whatever the
+/// message carried.
 #[must_use]
 pub fn envelope_span(envelope: &Envelope) -> Span {
     tracing::info_span!(
         "cqrs.envelope",
-        cqrs_id = %envelope.cqrs_id,
-        pk = %envelope.pk_text(),
+        cqrs_id = %values::excerpt(&envelope.cqrs_id),
+        pk = %values::excerpt(&envelope.pk_text()),
         signal = %envelope.signal_type,
         revision = envelope.revision(),
         retries = envelope.retries,
-        correlation_id = envelope.correlation_id.as_deref(),
+        correlation_id = envelope.correlation_id.as_deref().map(values::excerpt),
     )
 }
 

@@ -21,7 +21,7 @@ impl ValueError {
     fn new(expected: &'static str, got: impl std::fmt::Display) -> Self {
         Self {
             expected,
-            got: abbreviate(got.to_string(), 80),
+            got: abbreviate(&got.to_string(), 80),
         }
     }
 
@@ -32,19 +32,30 @@ impl ValueError {
     }
 }
 
+/// The most bytes of a text taken from a message (a CQRS id, a primary key, a signal type, a
+/// routing key, a bad value) that an error, a log line or a header quotes. Messages are hostile
+/// until checked: a 200,000-character id must not become a 200,000-character log line or an
+/// AMQP header larger than the broker's frame.
+pub const EXCERPT_MAX: usize = 128;
+
 /// Cuts `text` to at most `max` bytes (on a character boundary), ending in `...` when cut, so
 /// a bad value can be quoted in an error without flooding the log.
 #[must_use]
-pub fn abbreviate(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut cut = max.saturating_sub(3);
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
+pub fn abbreviate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
     }
-    text
+    let mut cut = max.saturating_sub(3);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &text[..cut])
+}
+
+/// `text` cut to [`EXCERPT_MAX`] bytes: how errors and logs quote what a message carried.
+#[must_use]
+pub fn excerpt(text: &str) -> String {
+    abbreviate(text, EXCERPT_MAX)
 }
 
 fn as_str<'a>(value: &'a Value, expected: &'static str) -> Result<&'a str, ValueError> {
@@ -285,10 +296,11 @@ mod tests {
 
     #[test]
     fn abbreviate_cuts_on_a_character_boundary() {
-        assert_eq!(abbreviate("short".into(), 10), "short");
-        assert_eq!(abbreviate("abcdefghijkl".into(), 10), "abcdefg...");
+        assert_eq!(abbreviate("short", 10), "short");
+        assert_eq!(abbreviate("abcdefghijkl", 10), "abcdefg...");
         // 'é' is two bytes; byte 7 falls inside the fourth one.
-        assert_eq!(abbreviate("éééééééé".into(), 10), "ééé...");
+        assert_eq!(abbreviate("éééééééé", 10), "ééé...");
+        assert_eq!(excerpt(&"x".repeat(200_000)).len(), EXCERPT_MAX);
     }
 
     #[test]

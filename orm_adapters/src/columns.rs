@@ -102,7 +102,7 @@ impl Column {
             Error::invalid_data(format!(
                 "column {:?} expects {expected}, got {}",
                 self.name,
-                values::abbreviate(json.to_string(), 60)
+                values::abbreviate(&json.to_string(), 60)
             ))
         };
         let from_value_error =

@@ -466,7 +466,8 @@ fn applied(decision: Decision) -> Applied {
 }
 
 fn log_decision(event: &ReplicaEvent, p: &Prepared, stored: Option<i64>, decision: Decision) {
-    let (cqrs_id, pk, incoming) = (event.cqrs_id(), p.pk_text.as_str(), p.revision);
+    let pk = values::excerpt(&p.pk_text);
+    let (cqrs_id, pk, incoming) = (event.cqrs_id(), pk.as_str(), p.revision);
     match decision {
         Decision::IgnoreStale => tracing::error!(
             cqrs_id,

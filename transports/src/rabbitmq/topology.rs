@@ -56,7 +56,16 @@ pub(crate) fn tier_for(tiers: &[Duration], delay: Duration) -> Duration {
 
 /// A string the AMQP protocol carries as a short string (at most 255 bytes).
 pub(crate) fn short(what: &str, s: &str) -> Result<ShortString> {
-    ShortString::try_new(s).map_err(|e| Error::config(what, format!("{s:?}: {e}")))
+    ShortString::try_new(s).map_err(|e| {
+        Error::config(
+            what,
+            format!(
+                "{:?} ({} bytes): {e}",
+                cqrs_actors::values::excerpt(s),
+                s.len()
+            ),
+        )
+    })
 }
 
 pub(crate) fn text(s: &str) -> AMQPValue {
