@@ -41,7 +41,8 @@ impl fmt::Display for SignalType {
     }
 }
 
-/// A signal type name that is not `SAVE`, `DELETE` or `SYNC`.
+/// A signal type name that is not `SAVE`, `DELETE` or `SYNC` (an excerpt of it, at most
+/// [`values::EXCERPT_MAX`] bytes).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown signal type {0:?} (expected SAVE, DELETE or SYNC)")]
 pub struct UnknownSignalType(pub String);
@@ -54,7 +55,7 @@ impl FromStr for SignalType {
             "SAVE" => Ok(SignalType::Save),
             "DELETE" => Ok(SignalType::Delete),
             "SYNC" => Ok(SignalType::Sync),
-            other => Err(UnknownSignalType(other.to_owned())),
+            other => Err(UnknownSignalType(values::excerpt(other))),
         }
     }
 }
@@ -174,15 +175,45 @@ impl Envelope {
     }
 
     /// `instance_data["cqrs_revision"]`, or an [`ErrorKind::InvalidData`] error saying it is
-    /// missing, as django-cqrs requires it.
+    /// missing (django-cqrs requires it), not an integer, or negative (a master counts from 0).
+    ///
+    /// [`ErrorKind::InvalidData`]: crate::ErrorKind::InvalidData
     pub fn require_revision(&self) -> Result<i64> {
         match self.instance_data.get("cqrs_revision") {
-            Some(v) => values::i64_from_value(v)
-                .map_err(|e| Error::invalid_data(format!("cqrs_revision: {e}"))),
+            Some(v) => match values::i64_from_value(v) {
+                Ok(r) if r >= 0 => Ok(r),
+                Ok(r) => Err(Error::invalid_data(format!(
+                    "cqrs_revision must not be negative, got {r}"
+                ))),
+                Err(e) => Err(Error::invalid_data(format!("cqrs_revision: {e}"))),
+            },
             None => Err(Error::invalid_data(
                 "CQRS sync fields are not provided: cqrs_revision is missing",
             )),
         }
+    }
+
+    /// Checks what holds for every message whatever the replica model, before it is routed:
+    /// `instance_pk` and `instance_data["id"]` name the same row when both are given (the
+    /// router shards by one and a table writes by the other), and `cqrs_revision`, when
+    /// given, is an integer of at least 0. A failure is an [`ErrorKind::InvalidData`] error.
+    ///
+    /// [`ErrorKind::InvalidData`]: crate::ErrorKind::InvalidData
+    pub fn validate(&self) -> Result<()> {
+        if let Some(id) = self.instance_data.get("id").filter(|v| !v.is_null())
+            && !self.instance_pk.is_null()
+            && values::pk_text(id) != values::pk_text(&self.instance_pk)
+        {
+            return Err(Error::invalid_data(format!(
+                "instance_pk {} and instance_data id {} differ",
+                values::excerpt(&self.instance_pk.to_string()),
+                values::excerpt(&id.to_string())
+            )));
+        }
+        if self.instance_data.contains_key("cqrs_revision") {
+            self.require_revision()?;
+        }
+        Ok(())
     }
 
     /// `instance_data["cqrs_updated"]`, parsed, or an [`ErrorKind::InvalidData`] error.
@@ -202,5 +233,47 @@ impl Envelope {
         let mut copy = self.clone();
         copy.retries = copy.retries.saturating_add(1);
         copy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use serde_json::json;
+
+    fn envelope(data: Value, pk: Value) -> Envelope {
+        let Value::Object(data) = data else {
+            unreachable!("an object")
+        };
+        Envelope::new(SignalType::Save, "a", data).with_pk(pk)
+    }
+
+    #[test]
+    fn pk_and_revision_are_checked_before_routing() {
+        let ok = envelope(json!({"id": 1, "cqrs_revision": 0}), json!(1));
+        assert!(ok.validate().is_ok());
+        assert!(envelope(json!({"id": "1"}), json!(1)).validate().is_ok());
+        assert!(
+            envelope(json!({"uuid": "x"}), json!("y"))
+                .validate()
+                .is_ok()
+        );
+        assert!(envelope(json!({"id": 1}), Value::Null).validate().is_ok());
+        for bad in [
+            envelope(json!({"id": 2, "cqrs_revision": 0}), json!(1)),
+            envelope(json!({"id": 1, "cqrs_revision": -1}), json!(1)),
+            envelope(json!({"id": 1, "cqrs_revision": "many"}), json!(1)),
+        ] {
+            let err = bad.validate().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+        }
+        let long = envelope(json!({"id": "x".repeat(100_000)}), json!("y"));
+        assert!(long.validate().unwrap_err().message().len() < 400);
+        let negative = envelope(json!({"id": 1, "cqrs_revision": -5}), json!(1));
+        assert_eq!(
+            negative.require_revision().unwrap_err().kind(),
+            ErrorKind::InvalidData
+        );
     }
 }

@@ -20,6 +20,7 @@ use crate::error::{Error, ErrorKind};
 use crate::handler::ReplicaEvent;
 use crate::telemetry::envelope_span;
 use crate::transport::{Deliveries, Delivery, Settlement};
+use crate::values;
 
 pub(crate) struct Router {
     shared: Arc<ReplicaShared>,
@@ -91,24 +92,32 @@ impl Router {
         let (codec, envelope) = match decoded {
             Ok(ok) => ok,
             Err(e) => {
-                let span = tracing::info_span!("cqrs.envelope", routing_key = %routing_key);
+                let span = tracing::info_span!("cqrs.envelope", routing_key = %values::excerpt(&routing_key));
                 span.in_scope(|| tracing::error!(event = "rejected", error = %e, "CQRS message cannot be decoded"));
                 return reject(body, content_type, None, e.into(), span);
             }
         };
         let span = envelope_span(&envelope);
-        span.in_scope(|| tracing::debug!(event = "received", routing_key = %routing_key, redelivered, "CQRS is received"));
-        let cqrs_id = envelope.cqrs_id.clone();
-        let Some(model) = self.shared.registry.replica(&cqrs_id) else {
+        span.in_scope(|| tracing::debug!(event = "received", routing_key = %values::excerpt(&routing_key), redelivered, "CQRS is received"));
+        let Some(model) = self.shared.registry.replica(&envelope.cqrs_id) else {
             let err = Error::new(
                 ErrorKind::UnknownCqrsId,
-                format!("no replica model with CQRS id {cqrs_id:?}"),
+                format!(
+                    "no replica model with CQRS id {:?}",
+                    values::excerpt(&envelope.cqrs_id)
+                ),
             );
             span.in_scope(
                 || tracing::error!(event = "rejected", error = %err, "No model with such CQRS_ID"),
             );
-            return reject(body, content_type, Some(cqrs_id), err, span);
+            // No binding carries an unknown id: the dead letter goes to the queue directly.
+            return reject(body, content_type, None, err, span);
         };
+        let cqrs_id = envelope.cqrs_id.clone();
+        if let Err(err) = envelope.validate() {
+            span.in_scope(|| tracing::error!(event = "rejected", error = %err, "CQRS message is inconsistent"));
+            return reject(body, content_type, Some(cqrs_id), err, span);
+        }
         let now = Utc::now();
         if envelope.is_expired(now) {
             let err = Error::new(

@@ -297,6 +297,17 @@ impl ReplicaTable {
             .find(|(i, _)| *i == self.pk)
             .map(|(_, v)| v.clone())
             .ok_or_else(|| Error::invalid_data("CQRS PK is not provided"))?;
+        // The router shards by `instance_pk`; a row written under another key would escape
+        // the per-row order.
+        if !envelope.instance_pk.is_null()
+            && pk_column.to_db(&envelope.instance_pk).ok() != Some(pk.clone())
+        {
+            return Err(Error::invalid_data(format!(
+                "instance_pk {} does not match {:?} in instance_data",
+                values::excerpt(&envelope.instance_pk.to_string()),
+                pk_column.name
+            )));
+        }
         base(pk, data, row)
     }
 
