@@ -21,7 +21,7 @@ use cqrs_sync::{
 use sea_orm::{ActiveModelTrait, ActiveValue, EntityTrait, QueryOrder};
 use serde_json::{Value, json};
 use support::db::{Backend, TestDb, on_each_db};
-use support::entities::{book, tag};
+use support::entities::{book, child, parent, tag};
 use support::{body, unique, wait_until};
 
 on_each_db!(
@@ -34,6 +34,7 @@ on_each_db!(
     batches_match_the_rules_one_by_one,
     a_failing_event_is_isolated_from_its_batch,
     only_direct_syncs_both_ways,
+    data_errors_dead_letter_at_once_and_missing_parents_retry,
 );
 
 fn object(v: Value) -> JsonObject {
@@ -230,6 +231,16 @@ async fn mapping(backend: Backend) {
         .unwrap()
         .unwrap_or_else(|| panic!("row 5 missing"));
     assert_eq!(row.title, "rust", "mapped key, not the replica's own name");
+    let d = object(json!({"id": 7, "name": "go", "cqrs_revision": 0,
+        "cqrs_updated": "2026-11-27 17:08:25+00:00"}));
+    let other_pk = ReplicaEvent::new(
+        cqrs_sync::Envelope::new(SignalType::Save, "tag", d).with_pk(json!("8")),
+        "tag",
+        false,
+        false,
+    );
+    let err = table.apply(&other_pk).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
     let missing = object(json!({"id": 6, "cqrs_revision": 0,
         "cqrs_updated": "2026-11-27 17:08:25+00:00"}));
     let err = table
@@ -277,6 +288,22 @@ async fn bad_data_is_not_retried(backend: Backend) {
         assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
         assert!(!err.is_retryable());
         assert!(err.message().contains(word), "{err} should name {word}");
+    }
+    let mut negative = data(1, 0, "x");
+    negative.insert("cqrs_revision".into(), json!(-1));
+    let other_pk = ReplicaEvent::new(
+        cqrs_sync::Envelope::new(SignalType::Save, "book", data(1, 0, "x")).with_pk(json!(2)),
+        "book",
+        false,
+        false,
+    );
+    for (e, word) in [
+        (event(SignalType::Save, negative), "negative"),
+        (other_pk, "instance_pk"),
+    ] {
+        let err = table.apply(&e).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+        assert!(err.message().contains(word), "{err} should say {word}");
     }
     let no_id = event(
         SignalType::Delete,
@@ -522,5 +549,181 @@ async fn only_direct_syncs_both_ways(backend: Backend) {
     assert_eq!(tags.len(), 2, "without the flag both apply");
     system.shutdown().await.unwrap();
     tags_db.cleanup().await;
+    t.cleanup().await;
+}
+
+/// What the database itself refuses, through the whole replica pipeline: a CHECK violation
+/// (every database), a NUL byte in text or JSON (PostgreSQL), a number too large for its
+/// decimal column and a text too long for its column (PostgreSQL, MariaDB) go to the
+/// dead-letter queue on their first failure, without retries; a row whose parent row has not
+/// arrived yet (a foreign key) is retried and applied once the parent is there.
+async fn data_errors_dead_letter_at_once_and_missing_parents_retry(backend: Backend) {
+    use sea_orm::ExprTrait;
+    use sea_orm::sea_query::Expr;
+    support::init_tracing();
+    let t = TestDb::new(backend, "dberr").await;
+    t.create(parent::Entity).await;
+    t.create_with_checks(child::Entity, [Expr::col(child::Column::Qty).gte(0)])
+        .await;
+    let queue = unique("dberr");
+    let dlq = format!("dead_letter_{queue}");
+    let (transport, _broker) = MemoryBroker::default().start_transport();
+    let system = CqrsSystem::builder()
+        .config(
+            CqrsConfig::default()
+                .with_queue(&queue)
+                .with_workers(1)
+                .with_retry_delay(Duration::from_millis(200))
+                .with_max_retries(Some(50)),
+        )
+        .replica(ReplicaModel::new(
+            "parent",
+            ReplicaTable::new(t.db.clone(), parent::Entity).unwrap(),
+        ))
+        .replica(ReplicaModel::new(
+            "child",
+            ReplicaTable::new(t.db.clone(), child::Entity).unwrap(),
+        ))
+        .transport(transport.clone())
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    let dead = cqrs_transports::conformance::collect(&transport, &dlq, 100, true).await;
+    let publish = |cqrs_id: &'static str, data: Value| {
+        let message = OutgoingMessage {
+            route: Route::broadcast(cqrs_id),
+            body: body(SignalType::Save, cqrs_id, object(data)),
+            content_type: "text/plain".into(),
+            headers: Headers::new(),
+            expiration: None,
+        };
+        transport.publish(message)
+    };
+    let updated = "2026-11-27 17:08:25+00:00";
+    let child = |id: i64, parent: i64, label: &str, qty: i64, price: Value, extra: Value| {
+        json!({"id": id, "parent_id": parent, "label": label, "qty": qty, "price": price,
+               "extra": extra, "cqrs_revision": 0, "cqrs_updated": updated})
+    };
+    publish(
+        "parent",
+        json!({"id": 2, "name": "present", "cqrs_revision": 0, "cqrs_updated": updated}),
+    )
+    .await
+    .unwrap();
+    let strict = backend != Backend::Sqlite;
+    let cases = [
+        (
+            1,
+            child(1, 1, "orphan for now", 1, json!("1.00"), json!({})),
+            false,
+        ),
+        (
+            2,
+            child(2, 2, "negative", -1, json!("1.00"), json!({})),
+            true,
+        ),
+        (
+            3,
+            child(3, 2, "nul \u{0} byte", 1, json!("1.00"), json!({})),
+            backend == Backend::Postgres,
+        ),
+        (
+            4,
+            child(
+                4,
+                2,
+                "nul in json",
+                1,
+                json!("1.00"),
+                json!({"k": "a\u{0}b"}),
+            ),
+            backend == Backend::Postgres,
+        ),
+        (
+            5,
+            child(5, 2, "too dear", 1, json!("123456.78"), json!({})),
+            strict,
+        ),
+        (
+            6,
+            child(
+                6,
+                2,
+                "a label longer than twenty",
+                1,
+                json!("1.00"),
+                json!({}),
+            ),
+            strict,
+        ),
+        (
+            7,
+            child(7, 2, "fine", 3, json!("9.99"), json!([1, 2])),
+            false,
+        ),
+    ];
+    for (_, data, _) in &cases {
+        publish("child", data.clone()).await.unwrap();
+    }
+    wait_until("the orphan retried", Duration::from_secs(20), || {
+        let m = system.metrics();
+        async move { m.retried >= 1 }
+    })
+    .await;
+    publish(
+        "parent",
+        json!({"id": 1, "name": "late", "cqrs_revision": 0, "cqrs_updated": updated}),
+    )
+    .await
+    .unwrap();
+    let refused: Vec<i64> = cases.iter().filter(|c| c.2).map(|c| c.0).collect();
+    let applied: Vec<i64> = cases.iter().filter(|c| !c.2).map(|c| c.0).collect();
+    wait_until(
+        "every child applied or dead-lettered",
+        Duration::from_secs(30),
+        || {
+            let db = t.db.clone();
+            let m = system.metrics();
+            let (want_rows, want_dead) = (applied.len(), refused.len());
+            async move {
+                let rows = child::Entity::find().all(&db).await.map_or(0, |r| r.len());
+                rows == want_rows && m.dead_lettered as usize == want_dead
+            }
+        },
+    )
+    .await;
+    system.settle().await.unwrap();
+    let letters = dead.wait_for(refused.len(), "dead letters").await;
+    let mut got: Vec<i64> = letters
+        .iter()
+        .map(|d| {
+            let letter = cqrs_sync::Codec::Json.decode(&d.body, None).unwrap();
+            assert_eq!(
+                letter.retries, 0,
+                "dead-lettered on the first failure, not retried"
+            );
+            assert_eq!(
+                d.headers
+                    .get(cqrs_sync::transport::HEADER_REASON)
+                    .map(String::as_str),
+                Some("invalid_data"),
+                "{:?}",
+                d.headers
+            );
+            letter.pk().as_i64().unwrap()
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, refused, "{backend:?}: the rows the database refuses");
+    let rows: Vec<i64> = child::Entity::find()
+        .order_by_asc(child::Column::Id)
+        .all(&t.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(rows, applied, "the orphan applied once its parent came");
+    system.shutdown().await.unwrap();
     t.cleanup().await;
 }

@@ -9,10 +9,13 @@
 //!   `cqrs_revision`, set `cqrs_updated` and record the event in the same transaction, into the
 //!   [`Outbox`] that an [`OutboxRelay`] publishes in order (or directly after commit).
 //! - [`Tombstones`]: opt-in memory of deletes, so a stale SAVE cannot resurrect a row.
+//! - [`db_error`]: database errors classified by meaning: bad data is dead-lettered at once,
+//!   what can pass (a lost connection, a parent row that arrives later) is retried.
 //!
 //! Enable the drivers with the features `postgres`, `mysql` and `sqlite`.
 
 mod columns;
+mod db_error;
 mod master;
 mod outbox;
 mod relay;
@@ -21,18 +24,12 @@ mod sql;
 mod tombstones;
 
 pub use columns::to_json;
+pub use db_error::db_error;
 pub use master::{Delivery, MasterTable, MetaInput, Serializer};
 pub use outbox::{Outbox, OutboxEvent};
 pub use relay::{OutboxRelay, RelayConfig, RelayStats, ShutdownRelay, StopRelay};
 pub use replica::{Hook, ReplicaTable, RowChange};
 pub use tombstones::Tombstones;
-
-use cqrs_actors::{Error, ErrorKind};
-
-/// A database error, retryable: the message is parked and tried again.
-pub(crate) fn db_error(context: &str, err: sea_orm::DbErr) -> Error {
-    Error::with_source(ErrorKind::Database, format!("{context}: {err}"), err)
-}
 
 /// Begins a transaction that will write. On SQLite it takes the write lock at once
 /// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes fails with "database

@@ -175,8 +175,20 @@ impl TestDb {
 
     /// Creates `entity`'s table.
     pub async fn create<E: EntityTrait>(&self, entity: E) {
+        self.create_with_checks(entity, []).await;
+    }
+
+    /// Creates `entity`'s table with `CHECK` constraints.
+    pub async fn create_with_checks<E: EntityTrait>(
+        &self,
+        entity: E,
+        checks: impl IntoIterator<Item = sea_orm::sea_query::Expr>,
+    ) {
         let schema = Schema::new(self.db.get_database_backend());
-        let stmt = schema.create_table_from_entity(entity);
+        let mut stmt = schema.create_table_from_entity(entity);
+        for check in checks {
+            stmt.check(check);
+        }
         self.db
             .execute(&stmt)
             .await
