@@ -7,7 +7,7 @@ use actix::prelude::*;
 use serde_json::Value;
 
 use crate::actors::{
-    DeadLetterer, Drain, Produce, Producer, ReplicaApply, ReplicaShared, Retrier, Router,
+    DeadLetterer, Drain, HandBack, Produce, Producer, ReplicaApply, ReplicaShared, Retrier, Router,
 };
 use crate::config::CqrsConfig;
 use crate::envelope::{Envelope, JsonObject, SignalType};
@@ -87,21 +87,21 @@ impl CqrsSystemBuilder {
         let dead_letter_queue = config
             .dead_letter_queue()
             .unwrap_or_else(|| format!("dead_letter_{queue}"));
-        system
-            .transport
-            .declare(Declare {
-                queue: queue.clone(),
-                dead_letter_queue: dead_letter_queue.clone(),
-                cqrs_ids: registry.replica_ids(),
-            })
-            .await?;
+        let declare = Declare {
+            queue: queue.clone(),
+            dead_letter_queue: dead_letter_queue.clone(),
+            cqrs_ids: registry.replica_ids(),
+        };
+        system.transport.declare(declare.clone()).await?;
         let shared = Arc::new(ReplicaShared {
             registry,
             config: Arc::clone(&config),
             transport: system.transport.clone(),
             queue: queue.clone(),
             dead_letter_queue,
+            declare,
             metrics: Arc::clone(&system.metrics),
+            hand_back: HandBack::default(),
         });
         let dead_letters = DeadLetterer::new(Arc::clone(&shared)).start();
         let retrier = Retrier::new(Arc::clone(&shared), dead_letters.clone()).start();

@@ -1,5 +1,7 @@
 //! DeadLetterer: publishes a message to the dead-letter queue with the reason in headers,
-//! waits for the confirm, then acknowledges the original.
+//! waits for the confirm, then acknowledges the original. A dead-letter queue deleted under a
+//! running replica is declared again; a dead letter that cannot be published is handed back
+//! after a pause ([`HandBack`](super::HandBack)).
 
 use std::sync::Arc;
 
@@ -49,38 +51,41 @@ impl Handler<DeadLetterRequest> for DeadLetterer {
     fn handle(&mut self, req: DeadLetterRequest, _: &mut Context<Self>) -> Self::Result {
         self.in_flight += 1;
         let shared = Arc::clone(&self.shared);
-        let mut headers = Headers::new();
-        headers.insert(HEADER_REASON.to_owned(), req.reason.clone());
-        headers.insert(HEADER_ERROR.to_owned(), req.error.clone());
-        let publish = shared.transport.dead_letter(PublishDeadLetter {
-            dead_letter_queue: shared.dead_letter_queue.clone(),
-            cqrs_id: req.cqrs_id,
-            body: req.body,
-            content_type: req.content_type,
-            headers,
-            ttl: shared.config.replica().dead_message_ttl(),
-        });
-        let span = req.span;
-        let (tag, reason, error) = (req.tag, req.reason, req.error);
         let fut = async move {
-            match publish.await {
+            let mut headers = Headers::new();
+            headers.insert(HEADER_REASON.to_owned(), req.reason.clone());
+            headers.insert(HEADER_ERROR.to_owned(), req.error.clone());
+            let letter = || {
+                shared.transport.dead_letter(PublishDeadLetter {
+                    dead_letter_queue: shared.dead_letter_queue.clone(),
+                    cqrs_id: req.cqrs_id.clone(),
+                    body: req.body.clone(),
+                    content_type: req.content_type.clone(),
+                    headers: headers.clone(),
+                    ttl: shared.config.replica().dead_message_ttl(),
+                })
+            };
+            let span = &req.span;
+            match shared.publish_redeclaring("dead letter", letter).await {
                 Ok(()) => {
+                    shared.hand_back.succeeded();
                     span.in_scope(|| {
-                        tracing::warn!(event = "dead_lettered", reason = %reason, error = %error, "CQRS is added to dead letter queue");
+                        tracing::warn!(event = "dead_lettered", reason = %req.reason, error = %req.error, "CQRS is added to dead letter queue");
                     });
                     shared.metrics.add_dead_lettered(1);
-                    if let Err(e) = shared.transport.settle(vec![tag], Settlement::Ack).await {
+                    if let Err(e) = shared
+                        .transport
+                        .settle(vec![req.tag], Settlement::Ack)
+                        .await
+                    {
                         span.in_scope(|| tracing::warn!(error = %e, "ack after dead letter failed; the message will be redelivered"));
                     }
                 }
                 Err(e) => {
-                    span.in_scope(|| {
-                        tracing::error!(error = %e, reason = %reason, "dead letter not confirmed; handing the message back for redelivery");
-                    });
                     shared.metrics.add_requeued(1);
-                    let _ = shared
-                        .transport
-                        .settle(vec![tag], Settlement::Requeue)
+                    shared
+                        .hand_back
+                        .after_failure(&shared.transport, req.tag, "dead letter", &e, span)
                         .await;
                 }
             }
@@ -97,7 +102,10 @@ impl Handler<DeadLetterRequest> for DeadLetterer {
 impl Handler<Drain> for DeadLetterer {
     type Result = ResponseFuture<()>;
 
+    /// Answers once nothing is in flight; a delivery held back after a failure is handed back
+    /// at once.
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
+        self.shared.hand_back.hurry();
         self.idle.wait(self.in_flight == 0)
     }
 }

@@ -7,6 +7,7 @@
 //! transport (publish with confirm, a window of unconfirmed messages, in order).
 
 mod dead_letter;
+mod hand_back;
 mod producer;
 mod replica_apply;
 mod retry;
@@ -19,13 +20,15 @@ use tokio::sync::oneshot;
 
 use crate::codec::Codec;
 use crate::config::CqrsConfig;
+use crate::error::{Error, ErrorKind, Result};
 use crate::handler::ReplicaEvent;
 use crate::registry::Registry;
 use crate::retry::RetryPolicy;
 use crate::telemetry::Metrics;
-use crate::transport::{DeliveryTag, Settlement, TransportHandle};
+use crate::transport::{Declare, DeliveryTag, Settlement, TransportHandle};
 
 pub(crate) use dead_letter::{DeadLetterRequest, DeadLetterer};
+pub(crate) use hand_back::HandBack;
 pub use producer::{Produce, Producer};
 pub(crate) use replica_apply::{Apply, ReplicaApply};
 pub(crate) use retry::{Retrier, RetryRequest};
@@ -38,7 +41,10 @@ pub(crate) struct ReplicaShared {
     pub transport: TransportHandle,
     pub queue: String,
     pub dead_letter_queue: String,
+    /// The replica's topology, as declared at start.
+    pub declare: Declare,
     pub metrics: Arc<Metrics>,
+    pub hand_back: HandBack,
 }
 
 impl ReplicaShared {
@@ -47,6 +53,34 @@ impl ReplicaShared {
             .replica(cqrs_id)
             .and_then(|m| m.retry_policy().cloned())
             .unwrap_or_else(|| self.config.retry_policy(cqrs_id))
+    }
+
+    /// Runs a park or dead-letter publish; when no queue took it (an operator deleted the
+    /// queue or its binding), declares the replica's topology again and tries once more.
+    pub async fn publish_redeclaring<F, Fut>(&self, what: &str, publish: F) -> Result<()>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        match publish().await {
+            Err(e) if e.kind() == ErrorKind::Unroutable => {
+                tracing::debug!(error = %e, "{what} reached no queue; declaring the replica's queues again");
+                self.transport
+                    .declare(self.declare.clone())
+                    .await
+                    .map_err(|d| {
+                        Error::with_source(
+                            d.kind(),
+                            format!("{e}; declaring the queues again failed: {d}"),
+                            d,
+                        )
+                    })?;
+                publish().await?;
+                tracing::warn!(queue = %self.queue, dead_letter_queue = %self.dead_letter_queue, "{what} reached no queue until the replica's queues were declared again (deleted while the replica ran?)");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Hands deliveries back for redelivery when the actor they were sent to is gone, so a

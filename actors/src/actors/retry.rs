@@ -1,6 +1,7 @@
 //! Retrier: decides between a parked retry and a dead letter (per-CQRS-id [`RetryPolicy`]),
 //! parks the copy with `retries + 1` without holding the delivery, and acknowledges the
-//! original only once the copy is durable.
+//! original only once the copy is durable. A copy that cannot be parked hands the delivery
+//! back after a pause ([`HandBack`](super::HandBack)).
 //!
 //! [`RetryPolicy`]: crate::RetryPolicy
 
@@ -80,8 +81,10 @@ impl Handler<RetryRequest> for Retrier {
                         headers: Headers::new(),
                         expiration: None,
                     };
-                    match shared.transport.park(message, delay).await {
+                    let park = || shared.transport.park(message.clone(), delay);
+                    match shared.publish_redeclaring("retry copy", park).await {
                         Ok(()) => {
+                            shared.hand_back.succeeded();
                             span.in_scope(|| {
                                 tracing::warn!(event = "retried", error = %error, delay_ms = delay.as_millis() as u64, next_retries = copy.retries, "CQRS is delayed");
                             });
@@ -93,11 +96,10 @@ impl Handler<RetryRequest> for Retrier {
                             }
                         }
                         Err(e) => {
-                            span.in_scope(|| tracing::error!(error = %e, "retry copy not parked; handing the message back for redelivery"));
                             shared.metrics.add_requeued(1);
-                            let _ = shared
-                                .transport
-                                .settle(vec![tag], Settlement::Requeue)
+                            shared
+                                .hand_back
+                                .after_failure(&shared.transport, tag, "retry copy", &e, &span)
                                 .await;
                         }
                     }
@@ -146,7 +148,10 @@ pub(super) fn dead_letter(incoming: Incoming, reason: &str, error: String) -> De
 impl Handler<Drain> for Retrier {
     type Result = ResponseFuture<()>;
 
+    /// Answers once nothing is in flight; a delivery held back after a failure is handed back
+    /// at once.
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
+        self.shared.hand_back.hurry();
         self.idle.wait(self.in_flight == 0)
     }
 }
