@@ -53,6 +53,38 @@ impl Vhost {
         RabbitMqConfig::from_url(&self.url()).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Sets what `guest` may configure here (a regular expression); writing and reading stay
+    /// open.
+    pub fn allow_configure(&self, pattern: &str) {
+        rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            &self.name,
+            "guest",
+            pattern,
+            ".*",
+            ".*",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Deletes `queue` from this virtual host, as an operator would.
+    pub async fn delete_queue(&self, queue: &str) {
+        let url = format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name);
+        let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let channel = conn
+            .create_channel()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        channel
+            .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete {queue}: {e}"));
+        let _ = conn.close(200, "deleted".into()).await;
+    }
+
     /// Closes every connection to this virtual host from the broker side.
     pub async fn close_all_connections(&self) {
         close_all_connections(self.name.clone()).await;
@@ -80,6 +112,39 @@ impl Vhost {
 impl Drop for Vhost {
     fn drop(&mut self) {
         if let Err(e) = rabbitmqctl(&["delete_vhost", &self.name]) {
+            eprintln!("cleanup: {e}");
+        }
+    }
+}
+
+/// A broker user for one test, allowed everything in `vhost`; deleted when dropped.
+pub struct User {
+    pub name: String,
+}
+
+impl User {
+    /// Creates `<prefix>_<unique>` with `password` (any characters).
+    pub fn create(prefix: &str, password: &str, vhost: &Vhost) -> Self {
+        let name = super::unique(prefix);
+        rabbitmqctl(&["add_user", &name, password]).unwrap_or_else(|e| panic!("{e}"));
+        let user = Self { name };
+        rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            &vhost.name,
+            &user.name,
+            ".*",
+            ".*",
+            ".*",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        user
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        if let Err(e) = rabbitmqctl(&["delete_user", &self.name]) {
             eprintln!("cleanup: {e}");
         }
     }

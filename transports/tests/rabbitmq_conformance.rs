@@ -55,7 +55,9 @@ mod transport_specific {
     use cqrs_actors::transport::{Declare, Headers, OutgoingMessage, PublishDeadLetter};
     use cqrs_actors::{ErrorKind, Route, TransportHandle};
     use cqrs_transports::conformance::{Names, collect, message, run_check};
-    use cqrs_transports::rabbitmq::{QueueType, RabbitMqConfig, RabbitMqTransport, Teardown};
+    use cqrs_transports::rabbitmq::{
+        Connections, QueueType, RabbitMqConfig, RabbitMqTransport, Teardown,
+    };
     use lapin::options::BasicGetOptions;
     use lapin::{Connection, ConnectionProperties};
 
@@ -295,6 +297,37 @@ mod transport_specific {
                     .await
                     .expect_err("no binding for an id left out");
                 assert_eq!(err.kind(), ErrorKind::Unroutable);
+            },
+            teardown(&addr),
+        )
+        .await;
+    }
+
+    /// A header larger than the broker's frame would make RabbitMQ close the connection; the
+    /// transport refuses such a message itself, and the connection and the next publish are
+    /// not touched.
+    #[actix_rt::test]
+    async fn a_message_too_large_for_a_frame_fails_without_touching_the_connection() {
+        let names = Names::new("rmq", "oversized");
+        let (t, addr) = start(&names, config()).await;
+        run_check(
+            async {
+                let (q, x) = (names.queue("q"), names.cqrs_id("x"));
+                declare(&t, &q, &x).await;
+                let mut huge = message(Route::broadcast(&x), "{}");
+                huge.headers
+                    .insert("x-cqrs-error".into(), "e".repeat(200_000));
+                let err = t.publish(huge).await.expect_err("a 200 KB header");
+                assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+                assert!(err.message().len() < 300, "{err}");
+                t.publish(message(Route::broadcast(&x), "next"))
+                    .await
+                    .unwrap_or_else(|e| panic!("the next publish: {e}"));
+                let connections = addr
+                    .send(Connections)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(connections, 1, "no reconnect");
             },
             teardown(&addr),
         )

@@ -7,6 +7,8 @@ use std::time::Duration;
 use cqrs_actors::{Error, Result};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 
+use super::publisher::Limits;
+
 /// The kind of queue the transport declares for replica, dead-letter and parking queues.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum QueueType {
@@ -49,6 +51,7 @@ pub struct RabbitMqConfig {
     queue_type: QueueType,
     publish_window: usize,
     publish_timeout: Duration,
+    publish_attempts: u32,
     consumers: usize,
     bind_only: Option<Vec<String>>,
     park_tiers: Vec<Duration>,
@@ -66,6 +69,7 @@ impl fmt::Debug for RabbitMqConfig {
             .field("queue_type", &self.queue_type)
             .field("publish_window", &self.publish_window)
             .field("publish_timeout", &self.publish_timeout)
+            .field("publish_attempts", &self.publish_attempts)
             .field("consumers", &self.consumers)
             .field("bind_only", &self.bind_only)
             .field("park_tiers", &self.park_tiers)
@@ -101,8 +105,21 @@ impl RabbitMqConfig {
                 "amqps:// needs TLS: build cqrs-transports with the `rabbitmq-tls` feature",
             ));
         }
-        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        // A password may hold any character, so the URL must be unambiguous before any part
+        // of it is read: the authority ends at the first `/` or `?`, and nothing after it may
+        // hold an `@` (nor a `#` anywhere), else part of the password would be taken for the
+        // host, the virtual host or the query. Errors from here on quote no part of the URL
+        // before the query.
+        if rest.contains('#') {
+            return Err(Error::config("url", RESERVED_HINT));
+        }
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        if tail.contains('@') {
+            return Err(Error::config("url", RESERVED_HINT));
+        }
+        let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
+        let path = path.strip_prefix('/').unwrap_or(path);
         let (userinfo, hostport) = match authority.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
@@ -195,6 +212,16 @@ impl RabbitMqConfig {
         self
     }
 
+    /// How many lost connections a publish may be the oldest unconfirmed message of before it
+    /// fails to its caller (default 3). RabbitMQ answers some publishes by closing the channel
+    /// or connection; without this bound such a message would be written again after every
+    /// reconnect and hold up everything behind it. A broker restart counts once.
+    #[must_use]
+    pub fn with_publish_attempts(mut self, attempts: u32) -> Self {
+        self.publish_attempts = attempts.max(1);
+        self
+    }
+
     /// Consumers (each on its own channel) per subscription, like `cqrs_consume -w N`
     /// (default 1). More than one gives up the broker's order within the queue; the revision
     /// rules of the replica keep the result right.
@@ -268,8 +295,12 @@ impl RabbitMqConfig {
         url
     }
 
-    pub(crate) fn publish_window(&self) -> usize {
-        self.publish_window
+    pub(crate) fn publish_limits(&self) -> Limits {
+        Limits {
+            window: self.publish_window,
+            timeout: self.publish_timeout,
+            attempts: self.publish_attempts,
+        }
     }
 
     pub(crate) fn publish_timeout(&self) -> Duration {
@@ -347,6 +378,7 @@ impl Default for RabbitMqConfig {
             queue_type: QueueType::Classic,
             publish_window: 1000,
             publish_timeout: Duration::from_secs(60),
+            publish_attempts: 3,
             consumers: 1,
             bind_only: None,
             park_tiers: DEFAULT_TIERS_MS
@@ -372,16 +404,23 @@ fn split_host_port(hostport: &str, default_port: u16) -> Result<(String, u16)> {
         }
     };
     let port = match port {
-        Some(p) if !p.is_empty() => p
-            .parse()
-            .map_err(|e| Error::config("url port", format!("{p:?}: {e}")))?,
+        Some(p) if !p.is_empty() => p.parse().map_err(|_| {
+            Error::config(
+                "url port",
+                format!("not a number from 0 to 65535; {RESERVED_HINT}"),
+            )
+        })?,
         _ => default_port,
     };
     let host = if host.is_empty() { "localhost" } else { host };
     Ok((decode(host, "url host")?, port))
 }
 
-/// Percent-decodes one URL component.
+/// What to do about a URL whose password holds a reserved character.
+const RESERVED_HINT: &str = "percent-encode `@`, `/`, `?`, `#` and `%` in the user and password \
+     (`%40`, `%2F`, `%3F`, `%23`, `%25`) and `@` and `#` in the virtual host and query";
+
+/// Percent-decodes one URL component; the error names the component, never its text.
 fn decode(text: &str, what: &str) -> Result<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -473,6 +512,9 @@ mod tests {
             "amqp://h/?unknown=1",
             "amqp://h/%zz",
             "no scheme",
+            "amqp://svc:S3cret/Pw@host/vh",
+            "amqp://svc:a#b@host/vh",
+            "amqp://svc:a?b@host/vh",
         ] {
             let err = RabbitMqConfig::from_url(url).expect_err(url);
             assert_eq!(err.kind(), ErrorKind::Config, "{url}");

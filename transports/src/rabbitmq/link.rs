@@ -111,8 +111,11 @@ async fn run(
                 }
                 let stop = watch_loss(&link, events, &mut lost).await;
                 link_tx.send_replace(None);
+                // Also when only the publishing channel died and the connection still stands:
+                // its consumers would otherwise keep deliveries no one can settle any more.
+                close(&link).await;
                 if stop {
-                    return close(&link).await;
+                    return;
                 }
                 tracing::warn!(generation, "RabbitMQ connection lost; reconnecting");
             }
@@ -128,8 +131,12 @@ async fn run(
     }
 }
 
+/// Closes the connection, giving up after a moment when the broker does not answer.
 async fn close(link: &Link) {
-    let _ = link.connection.close(200, "transport stopped".into()).await;
+    if link.connection.status().connected() {
+        let closing = link.connection.close(200, "transport stopped".into());
+        let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+    }
 }
 
 /// Waits until the connection is lost (`false`) or the transport is gone (`true`).
@@ -142,6 +149,11 @@ async fn watch_loss(
     loop {
         tokio::select! {
             event = events.next() => match event {
+                // lapin reports a channel's error here too (a declare the broker refused, a
+                // publish to a missing exchange): the connection itself may still stand.
+                Some(Event::Error(e)) if link.connection.status().connected() => {
+                    tracing::debug!(error = %e, "RabbitMQ channel error; the connection stands");
+                }
                 Some(Event::Error(e)) => {
                     tracing::warn!(error = %e, "RabbitMQ connection error");
                     return false;

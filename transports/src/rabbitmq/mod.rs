@@ -38,6 +38,15 @@ use lapin::types::FieldTable;
 use tokio::sync::{mpsc, watch};
 
 pub use config::{QueueType, RabbitMqConfig};
+
+/// The `tracing` filter directive that keeps credentials out of logs: add it to the
+/// service's filter (`RUST_LOG=trace,lapin=debug`, or `EnvFilter::new("info").add_directive(
+/// LOG_DIRECTIVE.parse()?)`).
+///
+/// At trace level lapin logs every frame it writes, and the login frame carries the user and
+/// password (as a byte array). Nothing of cqrs-sync's own logs a password at any level; lapin's
+/// debug level and above does not either.
+pub const LOG_DIRECTIVE: &str = "lapin=debug";
 use consumer::ChannelEntry;
 use link::{LinkRx, open_channel, wait_link};
 use publisher::Publisher;
@@ -62,6 +71,8 @@ pub struct RabbitMqTransport {
     channels: HashMap<u64, Arc<ChannelEntry>>,
     next_consumer: u64,
     next_channel: u64,
+    /// Connections opened so far.
+    connections: u64,
 }
 
 impl std::fmt::Debug for RabbitMqTransport {
@@ -89,12 +100,8 @@ impl RabbitMqTransport {
                 link_tx,
                 ctx.address().recipient().downgrade(),
             );
-            let publisher = Publisher::spawn(
-                link_rx.clone(),
-                lost.clone(),
-                config.publish_window(),
-                config.publish_timeout(),
-            );
+            let publisher =
+                Publisher::spawn(link_rx.clone(), lost.clone(), config.publish_limits());
             RabbitMqTransport {
                 config,
                 link: link_rx,
@@ -106,6 +113,7 @@ impl RabbitMqTransport {
                 channels: HashMap::new(),
                 next_consumer: 0,
                 next_channel: 0,
+                connections: 0,
             }
         });
         (TransportHandle::new("rabbitmq", &addr), addr)
@@ -264,6 +272,20 @@ impl Handler<Inspect> for RabbitMqTransport {
                 unacked,
             })
         })
+    }
+}
+
+/// Asks how many connections the transport has opened so far: 1 while the first one holds,
+/// one more per reconnect. For tests and tools; never sent by the framework.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "u64")]
+pub struct Connections;
+
+impl Handler<Connections> for RabbitMqTransport {
+    type Result = u64;
+
+    fn handle(&mut self, _: Connections, _: &mut Context<Self>) -> u64 {
+        self.connections
     }
 }
 

@@ -7,6 +7,17 @@
 //! anything newer (at least once: the replica's revision rules make a duplicate harmless).
 //! A message still without a connection at its publish timeout fails with
 //! [`ErrorKind::Transport`].
+//!
+//! One message must not be able to stall the others. RabbitMQ answers some publishes by
+//! closing the channel or the whole connection (a header larger than the frame size, an
+//! exchange that does not exist), and writing such a message again after the reconnect would
+//! close it again, for ever. So:
+//! - a message whose properties do not fit in one frame of the connection fails at once with
+//!   [`ErrorKind::InvalidData`], without being written;
+//! - the oldest unconfirmed message of a lost connection is the one the broker most likely
+//!   refused (it handles a channel's publishes in order): after it was that message on
+//!   `attempts` lost connections it fails with [`ErrorKind::Transport`], and its caller decides
+//!   (a replica hands the delivery back with a backoff, a relay tries its row later).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -17,6 +28,7 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use lapin::options::BasicPublishOptions;
+use lapin::protocol::basic::gen_properties;
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Confirmation};
 use tokio::sync::{mpsc, oneshot};
@@ -42,15 +54,21 @@ pub(crate) struct Publisher {
     jobs: mpsc::UnboundedSender<Job>,
 }
 
+/// How the publishing task behaves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Most unconfirmed messages at once.
+    pub window: usize,
+    /// How long a message may wait for a connection.
+    pub timeout: Duration,
+    /// How many lost connections a message may be the oldest unconfirmed one of.
+    pub attempts: u32,
+}
+
 impl Publisher {
-    pub fn spawn(
-        link: LinkRx,
-        lost: mpsc::UnboundedSender<u64>,
-        window: usize,
-        timeout: Duration,
-    ) -> Self {
+    pub fn spawn(link: LinkRx, lost: mpsc::UnboundedSender<u64>, limits: Limits) -> Self {
         let (jobs, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx, link, lost, window, timeout));
+        tokio::spawn(run(rx, link, lost, limits));
         Self { jobs }
     }
 
@@ -72,16 +90,28 @@ impl Publisher {
 /// A message the broker has not confirmed yet.
 struct Pending {
     out: Outgoing,
+    /// The size of its content header frame, which AMQP cannot split.
+    header_frame: usize,
     reply: oneshot::Sender<Result<()>>,
     deadline: Instant,
     /// The connection it was last written on (0: not written yet).
     generation: u64,
+    /// Lost connections on which it was the oldest unconfirmed message.
+    blamed: u32,
+}
+
+/// Bytes of the content header frame that carries `properties`: the frame's own 8 bytes, the
+/// class, weight and body size (12), and the encoded properties with their flags.
+fn header_frame_size(properties: &BasicProperties) -> usize {
+    cookie_factory::r#gen(gen_properties(properties), Vec::new())
+        .map_or(usize::MAX, |(bytes, _)| 8 + 12 + bytes.len())
 }
 
 /// A confirm as it arrives: sequence number, connection generation, outcome.
 type Confirmed = (u64, u64, lapin::Result<Confirmation>);
 
 struct State {
+    attempts: u32,
     pending: BTreeMap<u64, Pending>,
     /// Sequence numbers to write on the current connection, oldest first.
     unsent: VecDeque<u64>,
@@ -91,9 +121,27 @@ struct State {
 }
 
 impl State {
-    /// A new connection: everything unconfirmed is written again, in order.
+    /// A new connection: everything unconfirmed is written again, in order, except the oldest
+    /// message of a lost connection when it has now been that `attempts` times.
     fn connected(&mut self, link: Option<Arc<Link>>) {
         if let Some(l) = &link {
+            let head = self
+                .pending
+                .iter_mut()
+                .find(|(_, p)| p.generation > 0 && p.generation < l.generation);
+            if let Some((&seq, p)) = head {
+                p.blamed += 1;
+                if p.blamed >= self.attempts {
+                    self.fail(
+                        seq,
+                        Error::transport(format!(
+                            "RabbitMQ closed the channel or connection {} times while this \
+                             message was the oldest one waiting for its confirm; not published",
+                            self.attempts
+                        )),
+                    );
+                }
+            }
             self.unsent = self
                 .pending
                 .iter()
@@ -102,6 +150,14 @@ impl State {
                 .collect();
         }
         self.current = link;
+    }
+
+    /// Answers a pending message with `error`.
+    fn fail(&mut self, seq: u64, error: Error) {
+        if let Some(p) = self.pending.remove(&seq) {
+            tracing::warn!(routing_key = %p.out.routing_key, error = %error, "publish failed");
+            let _ = p.reply.send(Err(error));
+        }
     }
 
     fn connection_lost(&mut self, generation: u64) {
@@ -124,6 +180,21 @@ impl State {
             let Some(p) = self.pending.get_mut(&seq) else {
                 continue;
             };
+            let frame_max = link.connection.configuration().frame_max();
+            if frame_max > 0 && p.header_frame > frame_max as usize {
+                let size = p.header_frame;
+                self.fail(
+                    seq,
+                    Error::new(
+                        ErrorKind::InvalidData,
+                        format!(
+                            "the message's properties and headers take {size} bytes, more than \
+                             the broker's frame size of {frame_max}; not published"
+                        ),
+                    ),
+                );
+                continue;
+            }
             let sent = link
                 .publish
                 .basic_publish(
@@ -214,10 +285,15 @@ async fn run(
     mut jobs: mpsc::UnboundedReceiver<Job>,
     mut link: LinkRx,
     lost: mpsc::UnboundedSender<u64>,
-    window: usize,
-    timeout: Duration,
+    limits: Limits,
 ) {
+    let Limits {
+        window,
+        timeout,
+        attempts,
+    } = limits;
     let mut state = State {
+        attempts: attempts.max(1),
         pending: BTreeMap::new(),
         unsent: VecDeque::new(),
         confirms: FuturesUnordered::new(),
@@ -238,10 +314,12 @@ async fn run(
                 Some(Job { out, reply }) => {
                     next_seq += 1;
                     state.pending.insert(next_seq, Pending {
+                        header_frame: header_frame_size(&out.properties),
                         out,
                         reply,
                         deadline: Instant::now() + timeout,
                         generation: 0,
+                        blamed: 0,
                     });
                     state.unsent.push_back(next_seq);
                 }
@@ -262,5 +340,110 @@ async fn run(
             },
             _ = tick.tick() => state.expire(Instant::now()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against the broker on 127.0.0.1:5672 (`.ci/run` starts it), on the default virtual host
+    //! with names of this run's own.
+
+    use std::sync::{Arc, Mutex};
+
+    use actix::prelude::*;
+    use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::FieldTable;
+    use tokio::sync::watch;
+
+    use super::super::config::RabbitMqConfig;
+    use super::super::link::{self, LinkUp};
+    use super::*;
+
+    /// Stands in for the transport actor, which the connection task reports to.
+    struct Sink;
+
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<LinkUp> for Sink {
+        type Result = ();
+
+        fn handle(&mut self, _: LinkUp, _: &mut Context<Self>) {}
+    }
+
+    fn outgoing(exchange: &str, routing_key: &str) -> Outgoing {
+        Outgoing {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            body: b"{}".to_vec(),
+            properties: BasicProperties::default().with_delivery_mode(2),
+        }
+    }
+
+    /// A publish the broker answers by closing the channel (its exchange does not exist, and
+    /// reconnecting does not make it exist) fails after `attempts` connections; a publish
+    /// queued behind it is confirmed.
+    #[actix_rt::test]
+    async fn a_publish_the_broker_keeps_refusing_fails_after_its_attempts() {
+        let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+        let config = Arc::new(
+            RabbitMqConfig::from_url(url)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .with_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200)),
+        );
+        let unique = format!(
+            "cqrs_publisher_test_{}_{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        );
+        let admin = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("RabbitMQ on 127.0.0.1:5672: {e}"));
+        let channel = admin
+            .create_channel()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        channel
+            .queue_declare(
+                unique.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+
+        let sink = Sink.start();
+        let (link_tx, link_rx) = watch::channel(None);
+        let lost = link::spawn(
+            Arc::clone(&config),
+            Arc::new(Mutex::new(Vec::new())),
+            link_tx,
+            sink.clone().recipient().downgrade(),
+        );
+        let limits = Limits {
+            window: 10,
+            timeout: Duration::from_secs(30),
+            attempts: 3,
+        };
+        let publisher = Publisher::spawn(link_rx.clone(), lost, limits);
+        let started = Instant::now();
+        let refused = publisher.publish(outgoing(&format!("{unique}_missing"), "x"));
+        let good = publisher.publish(outgoing("", &unique));
+        let err = refused.await.expect_err("the exchange does not exist");
+        assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+        good.await
+            .unwrap_or_else(|e| panic!("the publish behind it: {e}"));
+        let connections = link_rx.borrow().as_ref().map_or(0, |l| l.generation);
+        assert!(
+            (3..=5).contains(&connections),
+            "{connections} connections for 3 attempts"
+        );
+        assert!(started.elapsed() < Duration::from_secs(20));
+        channel
+            .queue_delete(unique.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = admin.close(200, "done".into()).await;
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use cqrs_actors::transport::{Cancel, ConsumerTag, Deliveries, Settle, Subscribe};
+use cqrs_actors::transport::{Cancel, ConsumerTag, Declare, Deliveries, Settle, Subscribe};
 use cqrs_actors::{Error, Result};
 use futures_util::future::join_all;
 use lapin::options::BasicCancelOptions;
@@ -112,10 +112,29 @@ impl RabbitMqTransport {
                 self.channels.insert(id, entry);
             }
             Err(e) => {
-                tracing::warn!(error = %e, queue = %queue, "consumer not started; trying again");
-                ctx.run_later(Duration::from_secs(1), move |act, ctx| {
+                // The queue may have been deleted under the running transport (the broker then
+                // cancels its consumers): declare what this transport declared for it again.
+                tracing::warn!(error = %e, queue = %queue, "consumer not started; declaring its queue again and trying again");
+                let declares: Vec<Declare> = self
+                    .topology
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .iter()
+                    .filter(|d| d.queue == queue)
+                    .cloned()
+                    .collect();
+                let me = ctx.address();
+                let again = async move {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    for declare in declares {
+                        if let Ok(Err(e)) = me.send(declare).await {
+                            tracing::warn!(error = %e, queue = %queue, "declaring the queue again failed");
+                        }
+                    }
+                };
+                ctx.spawn(again.into_actor(self).map(move |(), act, ctx| {
                     act.ensure_consumers(tag, ctx);
-                });
+                }));
             }
         }
     }
@@ -125,6 +144,7 @@ impl Handler<LinkUp> for RabbitMqTransport {
     type Result = ();
 
     fn handle(&mut self, LinkUp(link): LinkUp, ctx: &mut Context<Self>) {
+        self.connections = link.generation;
         self.channels.retain(|_, c| c.generation == link.generation);
         let tags: Vec<ConsumerTag> = self.consumers.keys().copied().collect();
         for tag in tags {
