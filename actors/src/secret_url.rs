@@ -31,26 +31,46 @@ impl SecretUrl {
     }
 
     /// The URL with the password replaced by `****`.
+    ///
+    /// Conservative on purpose: a password may hold any character, escaped or not (an
+    /// unescaped `/`, `?`, `#` or `@` makes the URL ambiguous), so everything from the first
+    /// `:` after the scheme to the last `@` is hidden, and so are the values of query
+    /// parameters named like a password or a token. A URL without `://` is hidden whole.
     #[must_use]
     pub fn redacted(&self) -> String {
         let Some((scheme, rest)) = self.0.split_once("://") else {
             return "****".to_owned();
         };
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        match authority.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-                let masked = if userinfo.contains(':') {
-                    format!("{user}:****")
-                } else {
-                    user.to_owned()
-                };
-                format!("{scheme}://{masked}@{host}{tail}")
-            }
-            None => self.0.clone(),
-        }
+        let rest = match rest.rfind('@') {
+            Some(at) => match rest[..at].find(':') {
+                Some(colon) => format!("{}:****{}", &rest[..colon], &rest[at..]),
+                None => rest.to_owned(),
+            },
+            None => rest.to_owned(),
+        };
+        format!("{scheme}://{}", redact_query(&rest))
     }
+}
+
+/// Hides the values of query parameters whose name says they are secret (`password`, `pass`,
+/// `token`, `secret`, any case).
+fn redact_query(url: &str) -> String {
+    let Some((head, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if is_secret_key(key) => format!("{key}=****"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{head}?{}", pairs.join("&"))
+}
+
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["pass", "token", "secret"].iter().any(|s| key.contains(s))
 }
 
 impl fmt::Debug for SecretUrl {
@@ -86,5 +106,28 @@ mod tests {
             "amqp://user@host/"
         );
         assert_eq!(SecretUrl::new("no scheme").redacted(), "****");
+        assert_eq!(
+            SecretUrl::new("redis://:pw@h:6379/0").redacted(),
+            "redis://:****@h:6379/0"
+        );
+        assert_eq!(
+            SecretUrl::new("redis+unix:///run/redis.sock?db=1&pass=pw").redacted(),
+            "redis+unix:///run/redis.sock?db=1&pass=****"
+        );
+    }
+
+    #[test]
+    fn unescaped_reserved_characters_hide_more_never_less() {
+        for (url, shown) in [
+            ("amqp://svc:S3cret/Pw@host/vh", "amqp://svc:****@host/vh"),
+            ("amqp://svc:a?b#c@host/vh", "amqp://svc:****@host/vh"),
+            ("amqp://svc:p@ss@host/vh", "amqp://svc:****@host/vh"),
+            (
+                "amqp://svc:pw@host/vh?connection_name=a@b",
+                "amqp://svc:****@b",
+            ),
+        ] {
+            assert_eq!(SecretUrl::new(url).redacted(), shown, "{url}");
+        }
     }
 }
