@@ -26,46 +26,23 @@ use futures_util::future::join_all;
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{Value, json};
 use support::db::{Backend, TestDb};
+use support::entities::{child, parent};
 use support::rabbitmq::{Vhost, connect};
 use support::wait_until;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// The replica table: a bounded text, a decimal and a JSON column.
-mod gadget {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
-    #[sea_orm(table_name = "gadget")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub id: i64,
-        #[sea_orm(column_type = "String(StringLen::N(20))")]
-        pub label: String,
-        #[sea_orm(column_type = "Decimal(Some((6, 2)))", nullable)]
-        pub price: Option<Decimal>,
-        pub extra: Option<Json>,
-        pub cqrs_revision: i64,
-        pub cqrs_updated: ChronoDateTimeUtc,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
 fn long() -> String {
     "x".repeat(200_000)
 }
 
-/// A SAVE of gadget `id` as a master sends it, with `change` applied to the body.
+/// A SAVE of child `id` (of parent 1) as a master sends it, with `change` applied to the body.
 fn save(id: i64, change: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Vec<u8> {
     let mut body = json!({
         "signal_type": "SAVE",
-        "cqrs_id": "gadget",
-        "instance_data": {"id": id, "label": format!("g{id}"), "price": "9.99",
-                          "extra": {"n": id}, "cqrs_revision": 0,
+        "cqrs_id": "child",
+        "instance_data": {"id": id, "parent_id": 1, "label": format!("c{id}"), "qty": 1,
+                          "price": "9.99", "extra": {"n": id}, "cqrs_revision": 0,
                           "cqrs_updated": "2026-11-27 17:08:25+00:00"},
         "previous_data": null,
         "instance_pk": id,
@@ -89,7 +66,7 @@ fn data(map: &mut serde_json::Map<String, Value>) -> &mut serde_json::Map<String
 
 fn message(body: Vec<u8>, content_type: &str) -> OutgoingMessage {
     OutgoingMessage {
-        route: Route::broadcast("gadget"),
+        route: Route::broadcast("child"),
         body,
         content_type: content_type.to_owned(),
         headers: Headers::new(),
@@ -188,6 +165,22 @@ fn hostile() -> Vec<(&'static str, OutgoingMessage)> {
     ]
 }
 
+/// The child table (a bounded text, a decimal, JSON, a foreign key) and its parent row 1.
+async fn tables(db: &TestDb) {
+    use sea_orm::{ActiveModelTrait, ActiveValue};
+    db.create(parent::Entity).await;
+    db.create(child::Entity).await;
+    parent::ActiveModel {
+        id: ActiveValue::Set(1),
+        name: ActiveValue::Set("one".into()),
+        cqrs_revision: ActiveValue::Set(0),
+        cqrs_updated: ActiveValue::Set(chrono::Utc::now()),
+    }
+    .insert(&db.db)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 async fn replica(
     vhost: &Vhost,
     db: &TestDb,
@@ -197,7 +190,7 @@ async fn replica(
     actix::Addr<cqrs_sync::transports::rabbitmq::RabbitMqTransport>,
 ) {
     let (transport, addr) = connect(vhost.config()).await;
-    let table = ReplicaTable::new(db.db.clone(), gadget::Entity).unwrap_or_else(|e| panic!("{e}"));
+    let table = ReplicaTable::new(db.db.clone(), child::Entity).unwrap_or_else(|e| panic!("{e}"));
     let system = CqrsSystem::builder()
         .config(
             CqrsConfig::default()
@@ -206,7 +199,7 @@ async fn replica(
                 .with_retry_delay(Duration::from_millis(200))
                 .with_max_retries(Some(3)),
         )
-        .replica(ReplicaModel::new("gadget", table))
+        .replica(ReplicaModel::new("child", table))
         .transport(transport)
         .start()
         .await
@@ -215,7 +208,7 @@ async fn replica(
 }
 
 async fn rows(db: &TestDb) -> u64 {
-    gadget::Entity::find()
+    child::Entity::find()
         .count(&db.db)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
@@ -226,7 +219,7 @@ async fn every_hostile_message_is_dead_lettered_and_the_good_ones_behind_it_appl
     support::init_tracing();
     let vhost = Vhost::create("cqrs_hostile");
     let db = TestDb::new(Backend::Postgres, "hostile").await;
-    db.create(gadget::Entity).await;
+    tables(&db).await;
     let (system, addr) = replica(&vhost, &db, "hostile").await;
     let transport = system.transport().clone();
     let dead =
@@ -316,7 +309,7 @@ async fn a_deleted_dead_letter_queue_is_declared_again() {
     support::init_tracing();
     let vhost = Vhost::create("cqrs_dlq_deleted");
     let db = TestDb::new(Backend::Postgres, "dlq_deleted").await;
-    db.create(gadget::Entity).await;
+    tables(&db).await;
     let (system, addr) = replica(&vhost, &db, "orphaned").await;
     let transport = system.transport().clone();
     vhost.delete_queue("dead_letter_orphaned").await;
@@ -361,7 +354,7 @@ async fn a_dead_letter_queue_that_cannot_come_back_holds_its_message_with_a_paus
     support::init_tracing();
     let vhost = Vhost::create("cqrs_dlq_refused");
     let db = TestDb::new(Backend::Postgres, "dlq_refused").await;
-    db.create(gadget::Entity).await;
+    tables(&db).await;
     let (system, _addr) = replica(&vhost, &db, "refused").await;
     let transport = system.transport().clone();
     vhost.delete_queue("dead_letter_refused").await;
@@ -409,7 +402,7 @@ async fn a_deleted_replica_queue_is_declared_again() {
     support::init_tracing();
     let vhost = Vhost::create("cqrs_queue_deleted");
     let db = TestDb::new(Backend::Postgres, "queue_deleted").await;
-    db.create(gadget::Entity).await;
+    tables(&db).await;
     let (system, _addr) = replica(&vhost, &db, "vanishing").await;
     let transport = system.transport().clone();
     vhost.delete_queue("vanishing").await;
