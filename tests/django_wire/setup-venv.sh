@@ -3,7 +3,7 @@
 # PyPI and the exact versions of its dependencies (requirements.txt), so every run tests
 # against the same Python peer. Idempotent, and safe to run from several processes at once:
 # they queue on a lock file, and the first one builds the virtualenv the others then find.
-# The wire test runs it itself; `.ci/run` runs it first only to keep its timings apart.
+# The wire test runs it itself on first use.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 venv="${CQRS_DJANGO_VENV:-$root/target/django-venv}"
