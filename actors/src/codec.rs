@@ -90,7 +90,9 @@ impl Codec {
             "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => {
                 Ok(Codec::MessagePack)
             }
-            _ => Err(DecodeError::UnsupportedContentType(values::excerpt(ct))),
+            _ => Err(DecodeError::UnsupportedContentType(
+                values::excerpt(ct).to_string(),
+            )),
         }
     }
 
@@ -257,7 +259,7 @@ impl WireIn {
             .ok_or(DecodeError::MissingKey("signal_type"))?;
         let signal_type: SignalType = signal
             .parse()
-            .map_err(|_| DecodeError::UnknownSignalType(values::excerpt(&signal)))?;
+            .map_err(|_| DecodeError::UnknownSignalType(values::excerpt(&signal).to_string()))?;
         let cqrs_id = self.cqrs_id.ok_or(DecodeError::MissingKey("cqrs_id"))?;
         let instance_data = self
             .instance_data
@@ -270,7 +272,7 @@ impl WireIn {
             Some(None) => None,
             Some(Some(text)) => Some(
                 values::parse_datetime(&text)
-                    .map_err(|_| DecodeError::InvalidExpires(values::excerpt(&text)))?,
+                    .map_err(|_| DecodeError::InvalidExpires(values::excerpt(&text).to_string()))?,
             ),
         };
         let correlation_id = match self.correlation_id {

@@ -55,7 +55,7 @@ impl FromStr for SignalType {
             "SAVE" => Ok(SignalType::Save),
             "DELETE" => Ok(SignalType::Delete),
             "SYNC" => Ok(SignalType::Sync),
-            other => Err(UnknownSignalType(values::excerpt(other))),
+            other => Err(UnknownSignalType(values::excerpt(other).to_string())),
         }
     }
 }
@@ -202,7 +202,7 @@ impl Envelope {
     pub fn validate(&self) -> Result<()> {
         if let Some(id) = self.instance_data.get("id").filter(|v| !v.is_null())
             && !self.instance_pk.is_null()
-            && values::pk_text(id) != values::pk_text(&self.instance_pk)
+            && !same_pk(id, &self.instance_pk)
         {
             return Err(Error::invalid_data(format!(
                 "instance_pk {} and instance_data id {} differ",
@@ -233,6 +233,16 @@ impl Envelope {
         let mut copy = self.clone();
         copy.retries = copy.retries.saturating_add(1);
         copy
+    }
+}
+
+/// Whether two primary keys name the same row, as the router shards them (by their text):
+/// `1` and `"1"` do. Equal kinds compare without building their text.
+fn same_pk(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => x == y,
+        (Value::Number(x), Value::Number(y)) => x == y,
+        _ => values::pk_text(a) == values::pk_text(b),
     }
 }
 

@@ -7,7 +7,7 @@ use actix::prelude::*;
 use serde_json::Value;
 
 use crate::actors::{
-    DeadLetterer, Drain, HandBack, Produce, Producer, ReplicaApply, ReplicaShared, Retrier, Router,
+    DeadLetterer, Drain, Produce, Producer, ReplicaApply, ReplicaShared, Retrier, Router,
 };
 use crate::config::CqrsConfig;
 use crate::envelope::{Envelope, JsonObject, SignalType};
@@ -101,7 +101,6 @@ impl CqrsSystemBuilder {
             dead_letter_queue,
             declare,
             metrics: Arc::clone(&system.metrics),
-            hand_back: HandBack::default(),
         });
         let dead_letters = DeadLetterer::new(Arc::clone(&shared)).start();
         let retrier = Retrier::new(Arc::clone(&shared), dead_letters.clone()).start();

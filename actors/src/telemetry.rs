@@ -20,7 +20,10 @@ pub fn envelope_span(envelope: &Envelope) -> Span {
         signal = %envelope.signal_type,
         revision = envelope.revision(),
         retries = envelope.retries,
-        correlation_id = envelope.correlation_id.as_deref().map(values::excerpt),
+        correlation_id = envelope
+            .correlation_id
+            .as_deref()
+            .map(|c| tracing::field::display(values::excerpt(c))),
     )
 }
 

@@ -53,9 +53,48 @@ pub fn abbreviate(text: &str, max: usize) -> String {
 }
 
 /// `text` cut to [`EXCERPT_MAX`] bytes: how errors and logs quote what a message carried.
+/// It copies nothing; `Display` writes the cut text, `Debug` quotes it as `str` does.
 #[must_use]
-pub fn excerpt(text: &str) -> String {
-    abbreviate(text, EXCERPT_MAX)
+pub fn excerpt(text: &str) -> Excerpt<'_> {
+    Excerpt(text)
+}
+
+/// A text shown cut to [`EXCERPT_MAX`] bytes, ending in `...` when cut (see [`excerpt`]).
+#[derive(Clone, Copy)]
+pub struct Excerpt<'a>(&'a str);
+
+impl Excerpt<'_> {
+    /// The part shown, and whether the text was cut.
+    fn parts(&self) -> (&str, bool) {
+        if self.0.len() <= EXCERPT_MAX {
+            return (self.0, false);
+        }
+        let mut cut = EXCERPT_MAX - 3;
+        while !self.0.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        (&self.0[..cut], true)
+    }
+}
+
+impl std::fmt::Display for Excerpt<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (shown, cut) = self.parts();
+        f.write_str(shown)?;
+        if cut {
+            f.write_str("...")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Excerpt<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.parts() {
+            (shown, false) => write!(f, "{shown:?}"),
+            (shown, true) => write!(f, "{shown:?}..."),
+        }
+    }
 }
 
 fn as_str<'a>(value: &'a Value, expected: &'static str) -> Result<&'a str, ValueError> {
@@ -300,7 +339,11 @@ mod tests {
         assert_eq!(abbreviate("abcdefghijkl", 10), "abcdefg...");
         // 'é' is two bytes; byte 7 falls inside the fourth one.
         assert_eq!(abbreviate("éééééééé", 10), "ééé...");
-        assert_eq!(excerpt(&"x".repeat(200_000)).len(), EXCERPT_MAX);
+        let long = "é".repeat(100_000);
+        assert!(excerpt(&long).to_string().len() <= EXCERPT_MAX);
+        assert!(excerpt(&long).to_string().ends_with("..."));
+        assert_eq!(excerpt("id").to_string(), "id");
+        assert_eq!(format!("{:?}", excerpt("a\"b")), "\"a\\\"b\"");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::{Drain, IdleWaiters, ReplicaShared};
+use super::{Drain, HandBack, IdleWaiters, ReplicaShared};
 use crate::transport::{
     DeliveryTag, HEADER_ERROR, HEADER_REASON, Headers, PublishDeadLetter, Settlement,
 };
@@ -29,6 +29,9 @@ pub(crate) struct DeadLetterer {
     shared: Arc<ReplicaShared>,
     in_flight: usize,
     idle: IdleWaiters,
+    /// The pauses before handing back what could not be published, this actor's own: a
+    /// success of the other kind of publish must not reset them.
+    hand_back: Arc<HandBack>,
 }
 
 impl DeadLetterer {
@@ -37,6 +40,7 @@ impl DeadLetterer {
             shared,
             in_flight: 0,
             idle: IdleWaiters::default(),
+            hand_back: Arc::default(),
         }
     }
 }
@@ -51,6 +55,7 @@ impl Handler<DeadLetterRequest> for DeadLetterer {
     fn handle(&mut self, req: DeadLetterRequest, _: &mut Context<Self>) -> Self::Result {
         self.in_flight += 1;
         let shared = Arc::clone(&self.shared);
+        let hand_back = Arc::clone(&self.hand_back);
         let fut = async move {
             let mut headers = Headers::new();
             headers.insert(HEADER_REASON.to_owned(), req.reason.clone());
@@ -68,7 +73,7 @@ impl Handler<DeadLetterRequest> for DeadLetterer {
             let span = &req.span;
             match shared.publish_redeclaring("dead letter", letter).await {
                 Ok(()) => {
-                    shared.hand_back.succeeded();
+                    hand_back.succeeded();
                     span.in_scope(|| {
                         tracing::warn!(event = "dead_lettered", reason = %req.reason, error = %req.error, "CQRS is added to dead letter queue");
                     });
@@ -83,8 +88,7 @@ impl Handler<DeadLetterRequest> for DeadLetterer {
                 }
                 Err(e) => {
                     shared.metrics.add_requeued(1);
-                    shared
-                        .hand_back
+                    hand_back
                         .after_failure(&shared.transport, req.tag, "dead letter", &e, span)
                         .await;
                 }
@@ -105,7 +109,7 @@ impl Handler<Drain> for DeadLetterer {
     /// Answers once nothing is in flight; a delivery held back after a failure is handed back
     /// at once.
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
-        self.shared.hand_back.hurry();
+        self.hand_back.hurry();
         self.idle.wait(self.in_flight == 0)
     }
 }

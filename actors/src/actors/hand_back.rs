@@ -24,14 +24,15 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct State {
-    /// Failures in a row, across the replica's parks and dead letters.
+    /// Failures in a row.
     failures: u32,
     /// When a failure was last logged, and how many were not logged since.
     logged: Option<Instant>,
     unlogged: u64,
 }
 
-/// The backoff and the log throttle, shared by the Retrier and the DeadLetterer.
+/// The backoff and the log throttle of one kind of publish: the Retrier and the DeadLetterer
+/// each have their own.
 #[derive(Default)]
 pub(crate) struct HandBack {
     state: Mutex<State>,
@@ -45,7 +46,7 @@ impl HandBack {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A park or dead letter went through: the next failure starts from the first pause.
+    /// A publish went through: the next failure starts from the first pause.
     pub fn succeeded(&self) {
         self.state().failures = 0;
     }

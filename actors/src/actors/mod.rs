@@ -28,7 +28,7 @@ use crate::telemetry::Metrics;
 use crate::transport::{Declare, DeliveryTag, Settlement, TransportHandle};
 
 pub(crate) use dead_letter::{DeadLetterRequest, DeadLetterer};
-pub(crate) use hand_back::HandBack;
+use hand_back::HandBack;
 pub use producer::{Produce, Producer};
 pub(crate) use replica_apply::{Apply, ReplicaApply};
 pub(crate) use retry::{Retrier, RetryRequest};
@@ -44,7 +44,6 @@ pub(crate) struct ReplicaShared {
     /// The replica's topology, as declared at start.
     pub declare: Declare,
     pub metrics: Arc<Metrics>,
-    pub hand_back: HandBack,
 }
 
 impl ReplicaShared {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::{DeadLetterRequest, DeadLetterer, Drain, IdleWaiters, Incoming, ReplicaShared};
+use super::{
+    DeadLetterRequest, DeadLetterer, Drain, HandBack, IdleWaiters, Incoming, ReplicaShared,
+};
 use crate::error::Error;
 use crate::retry::RetryDecision;
 use crate::transport::{Headers, OutgoingMessage, Route, Settlement};
@@ -27,6 +29,9 @@ pub(crate) struct Retrier {
     dead_letters: Addr<DeadLetterer>,
     in_flight: usize,
     idle: IdleWaiters,
+    /// The pauses before handing back what could not be published, this actor's own: a
+    /// success of the other kind of publish must not reset them.
+    hand_back: Arc<HandBack>,
 }
 
 impl Retrier {
@@ -36,6 +41,7 @@ impl Retrier {
             dead_letters,
             in_flight: 0,
             idle: IdleWaiters::default(),
+            hand_back: Arc::default(),
         }
     }
 }
@@ -50,6 +56,7 @@ impl Handler<RetryRequest> for Retrier {
     fn handle(&mut self, req: RetryRequest, _: &mut Context<Self>) -> Self::Result {
         self.in_flight += 1;
         let shared = Arc::clone(&self.shared);
+        let hand_back = Arc::clone(&self.hand_back);
         let dead_letters = self.dead_letters.clone();
         let incoming = req.incoming;
         let error = req.error;
@@ -84,7 +91,7 @@ impl Handler<RetryRequest> for Retrier {
                     let park = || shared.transport.park(message.clone(), delay);
                     match shared.publish_redeclaring("retry copy", park).await {
                         Ok(()) => {
-                            shared.hand_back.succeeded();
+                            hand_back.succeeded();
                             span.in_scope(|| {
                                 tracing::warn!(event = "retried", error = %error, delay_ms = delay.as_millis() as u64, next_retries = copy.retries, "CQRS is delayed");
                             });
@@ -97,8 +104,7 @@ impl Handler<RetryRequest> for Retrier {
                         }
                         Err(e) => {
                             shared.metrics.add_requeued(1);
-                            shared
-                                .hand_back
+                            hand_back
                                 .after_failure(&shared.transport, tag, "retry copy", &e, &span)
                                 .await;
                         }
@@ -151,7 +157,7 @@ impl Handler<Drain> for Retrier {
     /// Answers once nothing is in flight; a delivery held back after a failure is handed back
     /// at once.
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
-        self.shared.hand_back.hurry();
+        self.hand_back.hurry();
         self.idle.wait(self.in_flight == 0)
     }
 }

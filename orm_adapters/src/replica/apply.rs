@@ -466,8 +466,8 @@ fn applied(decision: Decision) -> Applied {
 }
 
 fn log_decision(event: &ReplicaEvent, p: &Prepared, stored: Option<i64>, decision: Decision) {
-    let pk = values::excerpt(&p.pk_text);
-    let (cqrs_id, pk, incoming) = (event.cqrs_id(), pk.as_str(), p.revision);
+    let pk = tracing::field::display(values::excerpt(&p.pk_text));
+    let (cqrs_id, incoming) = (event.cqrs_id(), p.revision);
     match decision {
         Decision::IgnoreStale => tracing::error!(
             cqrs_id,
