@@ -42,14 +42,22 @@ pub const EXCERPT_MAX: usize = 128;
 /// a bad value can be quoted in an error without flooding the log.
 #[must_use]
 pub fn abbreviate(text: &str, max: usize) -> String {
+    match cut(text, max) {
+        (shown, false) => shown.to_owned(),
+        (shown, true) => format!("{shown}..."),
+    }
+}
+
+/// The part of `text` shown in at most `max` bytes with room for `...`, and whether it was cut.
+fn cut(text: &str, max: usize) -> (&str, bool) {
     if text.len() <= max {
-        return text.to_owned();
+        return (text, false);
     }
-    let mut cut = max.saturating_sub(3);
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
     }
-    format!("{}...", &text[..cut])
+    (&text[..end], true)
 }
 
 /// `text` cut to [`EXCERPT_MAX`] bytes: how errors and logs quote what a message carried.
@@ -63,25 +71,11 @@ pub fn excerpt(text: &str) -> Excerpt<'_> {
 #[derive(Clone, Copy)]
 pub struct Excerpt<'a>(&'a str);
 
-impl Excerpt<'_> {
-    /// The part shown, and whether the text was cut.
-    fn parts(&self) -> (&str, bool) {
-        if self.0.len() <= EXCERPT_MAX {
-            return (self.0, false);
-        }
-        let mut cut = EXCERPT_MAX - 3;
-        while !self.0.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        (&self.0[..cut], true)
-    }
-}
-
 impl std::fmt::Display for Excerpt<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (shown, cut) = self.parts();
+        let (shown, was_cut) = cut(self.0, EXCERPT_MAX);
         f.write_str(shown)?;
-        if cut {
+        if was_cut {
             f.write_str("...")?;
         }
         Ok(())
@@ -90,7 +84,7 @@ impl std::fmt::Display for Excerpt<'_> {
 
 impl std::fmt::Debug for Excerpt<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.parts() {
+        match cut(self.0, EXCERPT_MAX) {
             (shown, false) => write!(f, "{shown:?}"),
             (shown, true) => write!(f, "{shown:?}..."),
         }

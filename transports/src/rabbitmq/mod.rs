@@ -38,6 +38,10 @@ use lapin::types::FieldTable;
 use tokio::sync::{mpsc, watch};
 
 pub use config::{QueueType, RabbitMqConfig};
+use consumer::ChannelEntry;
+use link::{LinkRx, open_channel, wait_link};
+use publisher::Publisher;
+use subscriptions::ConsumerSpec;
 
 /// The `tracing` filter directive that keeps credentials out of logs: add it to the
 /// service's filter (`RUST_LOG=trace,lapin=debug`, or `EnvFilter::new("info").add_directive(
@@ -47,10 +51,6 @@ pub use config::{QueueType, RabbitMqConfig};
 /// password (as a byte array). Nothing of cqrs-sync's own logs a password at any level; lapin's
 /// debug level and above does not either.
 pub const LOG_DIRECTIVE: &str = "lapin=debug";
-use consumer::ChannelEntry;
-use link::{LinkRx, open_channel, wait_link};
-use publisher::Publisher;
-use subscriptions::ConsumerSpec;
 
 /// Turns a lapin error into a transport error (retryable: the connection comes back).
 pub(crate) fn lapin_error(what: &str, e: lapin::Error) -> Error {

@@ -392,11 +392,10 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"))
                 .with_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200)),
         );
-        let unique = format!(
-            "cqrs_publisher_test_{}_{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos()
-        );
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let unique = format!("cqrs_publisher_test_{}_{nanos}", std::process::id());
         let admin = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
             .await
             .unwrap_or_else(|e| panic!("RabbitMQ on 127.0.0.1:5672: {e}"));
