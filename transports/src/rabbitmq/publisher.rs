@@ -403,10 +403,14 @@ mod tests {
             .create_channel()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
+        // Exclusive: the broker deletes it with this connection, also when the test fails.
         channel
             .queue_declare(
                 unique.as_str().into(),
-                QueueDeclareOptions::default(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..QueueDeclareOptions::default()
+                },
                 FieldTable::default(),
             )
             .await
