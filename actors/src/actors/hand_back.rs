@@ -88,6 +88,8 @@ impl HandBack {
         error: &Error,
         span: &tracing::Span,
     ) {
+        // Registered before the pause is chosen, so a drain that starts meanwhile is not missed.
+        let hurried = self.hurry.notified();
         let (pause, log) = self.fail();
         if let Some(unlogged) = log {
             span.in_scope(|| {
@@ -99,7 +101,6 @@ impl HandBack {
                 );
             });
         }
-        let hurried = self.hurry.notified();
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             () = hurried => {}

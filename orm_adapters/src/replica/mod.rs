@@ -300,7 +300,7 @@ impl ReplicaTable {
         // The router shards by `instance_pk`; a row written under another key would escape
         // the per-row order.
         if !envelope.instance_pk.is_null()
-            && pk_column.to_db(&envelope.instance_pk).ok() != Some(pk.clone())
+            && pk_column.to_db(&envelope.instance_pk).ok().as_ref() != Some(&pk)
         {
             return Err(Error::invalid_data(format!(
                 "instance_pk {} does not match {:?} in instance_data",
