@@ -166,9 +166,11 @@ impl Handler<Deliveries> for Acker {
 /// The transport: publish `n` messages through it, then consume them through it.
 async fn transport(n: usize, queue: &str) -> BenchResult<(f64, f64)> {
     let exchange = format!("{queue}_x");
-    let config = RabbitMqConfig::from_url(&url())?
+    let service = cqrs_sync::CqrsConfig::default()
+        .with_url(url())
         .with_exchange(&exchange)
-        .with_publish_window(WINDOW);
+        .with_publish_window(WINDOW as u32);
+    let config = RabbitMqConfig::from_cqrs_config(&service)?;
     let (t, addr) = RabbitMqTransport::connect(config).await?;
     t.declare(Declare {
         queue: queue.to_owned(),

@@ -3,11 +3,11 @@
 //!
 //! The master owns the `author` table: it creates, updates and deletes rows through a
 //! [`MasterTable`], which bumps `cqrs_revision` and writes each event to an outbox in the same
-//! transaction; an [`OutboxRelay`] publishes the outbox. The replica applies the events to its
-//! own `author` table with a [`ReplicaTable`]. At the end both tables are printed side by side.
+//! transaction; the system relays the outbox. The replica applies the events to its own
+//! `author` table with a [`ReplicaTable`]. At the end both tables are printed side by side.
 //!
 //! ```text
-//! cargo run --example quickstart
+//! cargo run --example quickstart --features sqlite
 //! ```
 
 #![allow(clippy::print_stdout)] // an example's job is to print its result
@@ -15,10 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use actix::Actor;
-use cqrs_orm_adapters::{
-    Delivery, MasterTable, Outbox, OutboxRelay, RelayConfig, ReplicaTable, ShutdownRelay,
-};
+use cqrs_sync::orm::{MasterTable, Outbox, ReplicaTable};
 use cqrs_sync::prelude::*;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
@@ -91,26 +88,19 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&dir)?;
     let master_db = open(&dir.join("master.sqlite3")).await?;
     let replica_db = open(&dir.join("replica.sqlite3")).await?;
-    let outbox = Outbox::default();
-    outbox.create_table(&master_db).await?;
+    let outbox = Outbox::new(master_db.clone());
+    outbox.create_table().await?;
 
-    let authors = MasterTable::new("author", author::Entity, Delivery::Outbox(outbox.clone()))?;
-    let replica = ReplicaTable::new(replica_db.clone(), author::Entity)?;
-    let (transport, _broker) = MemoryBroker::default().start_transport();
-    let system = CqrsSystem::builder()
+    let authors = MasterTable::new("author", author::Entity, &outbox)?;
+    let system = CqrsSystem::builder() // url = "memory://" by default
         .config(CqrsConfig::default().with_queue("quickstart_replica"))
-        .master(authors.model())
-        .replica(ReplicaModel::new("author", replica))
-        .transport(transport)
+        .master(&authors)
+        .replica(ReplicaModel::new(
+            "author",
+            ReplicaTable::new(replica_db.clone(), author::Entity)?,
+        ))
         .start()
         .await?;
-    let relay = OutboxRelay::new(
-        master_db.clone(),
-        outbox.clone(),
-        system.publisher(),
-        RelayConfig::default(),
-    )
-    .start();
 
     // The master service: create, update and delete rows. Each write commits the row and its
     // event together; the relay publishes the event.
@@ -156,16 +146,14 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
 
-    // Wait until the outbox is relayed and the replica has applied it.
+    // Wait until every event is confirmed by the broker, then until the replica applied it.
+    system.flush().await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while outbox.pending(&master_db).await? > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     let master = rows(&master_db).await?;
     let mut replica = rows(&replica_db).await?;
     while !same(&master, &replica) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
-        system.settle().await?;
+        system.wait_idle().await?;
         replica = rows(&replica_db).await?;
     }
 
@@ -199,7 +187,6 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     );
     let matches = same(&master, &replica);
     println!("tables match: {}", if matches { "yes" } else { "NO" });
-    relay.send(ShutdownRelay).await??;
     system.shutdown().await?;
     if !matches {
         return Err("the replica does not match the master".into());

@@ -1,13 +1,41 @@
 #![doc = include_str!("../README.md")]
 
 pub use cqrs_actors::{
-    Applied, Backoff, BackoffKind, Codec, CodecName, CqrsConfig, CqrsSystem, CqrsSystemBuilder,
-    DecodeError, EncodeError, Envelope, Error, ErrorKind, JsonObject, MasterConfig, MasterModel,
-    MemoryTable, Metrics, MetricsSnapshot, ModelConfig, Publisher, Registry, RegistryBuilder,
-    ReplicaConfig, ReplicaEvent, ReplicaHandler, ReplicaModel, Result, RetryDecision, RetryPolicy,
-    Route, Row, SecretUrl, SignalType, Skip, TransportHandle, handler_fn, revision, transport,
-    values,
+    Applied, Backoff, BackoffKind, Codec, CodecName, Connect, CqrsConfig, CqrsSystem,
+    CqrsSystemBuilder, DecodeError, EncodeError, EncodedEvent, Envelope, Error, ErrorKind,
+    JsonObject, MasterBinding, MasterConfig, MasterModel, MasterRegistration, MasterSlot,
+    MemoryOutbox, MemoryTable, Metrics, MetricsSnapshot, ModelConfig, OutboxStore, Publisher,
+    Registry, RegistryBuilder, ReplicaConfig, ReplicaEvent, ReplicaHandler, ReplicaModel, Result,
+    RetryDecision, RetryPolicy, Route, Row, SecretUrl, SignalType, Skip, StoredEvent,
+    TransportHandle, handler_fn, revision, transport, values,
 };
+pub use cqrs_transports::UrlConnector;
+
+/// `CqrsSystem::builder()`: a [`CqrsSystemBuilder`] that connects the transport the
+/// configuration's `url` names (`memory://`, `amqp://`, `amqps://`, as compiled in) unless one
+/// is given. In the [`prelude`].
+///
+/// ```no_run
+/// use cqrs_sync::prelude::*;
+/// # async fn run() -> cqrs_sync::Result<()> {
+/// let system = CqrsSystem::builder()
+///     .config(CqrsConfig::load(None)?) // url = "amqp://...", exchange, queue, [rabbitmq]
+///     .replica(ReplicaModel::new("customer", MemoryTable::new()))
+///     .start()
+///     .await?;
+/// # system.shutdown().await
+/// # }
+/// ```
+pub trait CqrsSystemExt {
+    /// Starts building a system that connects its transport by URL.
+    fn builder() -> CqrsSystemBuilder;
+}
+
+impl CqrsSystemExt for CqrsSystem {
+    fn builder() -> CqrsSystemBuilder {
+        CqrsSystemBuilder::new().connector(UrlConnector)
+    }
+}
 
 /// Transports: [`transports::memory`] (feature `memory`), [`transports::rabbitmq`] (feature
 /// `rabbitmq`) and the conformance suite (feature `conformance`).
@@ -24,14 +52,14 @@ pub mod transports {
 #[cfg(feature = "sea-orm")]
 pub mod orm {
     pub use cqrs_orm_adapters::{
-        Delivery, Hook, MasterTable, MetaInput, Outbox, OutboxEvent, OutboxRelay, RelayConfig,
-        RelayStats, ReplicaTable, RowChange, Serializer, ShutdownRelay, StopRelay, Tombstones,
-        to_json,
+        Dispatch, Hook, MasterTable, MetaInput, Outbox, ReplicaTable, RowChange, Serializer,
+        Tombstones, db_error, to_json,
     };
 }
 
 /// What an application author needs, in one import.
 pub mod prelude {
+    pub use crate::CqrsSystemExt;
     pub use cqrs_actors::prelude::*;
     #[cfg(feature = "memory")]
     pub use cqrs_transports::memory::{FaultPlan, MemoryBroker};

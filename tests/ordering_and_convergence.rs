@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cqrs_sync::CqrsSystemExt;
 use cqrs_sync::transports::memory::{FaultPlan, MemoryBroker};
 use cqrs_sync::{
     Applied, CqrsConfig, CqrsSystem, MasterModel, MemoryTable, ReplicaEvent, ReplicaModel, Row,

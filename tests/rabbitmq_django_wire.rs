@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 use cqrs_orm_adapters::ReplicaTable;
+use cqrs_sync::CqrsSystemExt;
 use cqrs_sync::transport::Declare;
 use cqrs_sync::transports::rabbitmq::{RabbitMqConfig, RabbitMqTransport, Teardown};
 use cqrs_sync::{CqrsConfig, CqrsSystem, JsonObject, MasterModel, ReplicaModel, TransportHandle};
@@ -222,11 +223,22 @@ async fn rust_table(db: &TestDb) -> Table {
         .collect()
 }
 
+/// A Rust service's configuration: the test's exchange in the virtual host `/`.
+fn service(exchange: &str) -> CqrsConfig {
+    CqrsConfig::default()
+        .with_url(format!("{AMQP_URL}/%2f?connection_name=cqrs-wire"))
+        .with_exchange(exchange)
+}
+
+/// The configuration of a system on `transport` (built by [`transport`]).
+fn on(transport: &TransportHandle) -> CqrsConfig {
+    service(transport.exchange().unwrap_or("cqrs"))
+}
+
 /// A Rust transport on the test's exchange in the virtual host `/`.
 async fn transport(exchange: &str) -> (TransportHandle, Addr<RabbitMqTransport>) {
-    let config = RabbitMqConfig::from_url(&format!("{AMQP_URL}/%2f?connection_name=cqrs-wire"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .with_exchange(exchange);
+    let config =
+        RabbitMqConfig::from_cqrs_config(&service(exchange)).unwrap_or_else(|e| panic!("{e}"));
     RabbitMqTransport::connect(config)
         .await
         .unwrap_or_else(|e| panic!("RabbitMQ on 127.0.0.1:5672: {e}"))
@@ -252,7 +264,7 @@ async fn rust_replica(transport: &TransportHandle, queue: &str) -> (CqrsSystem, 
     let table = ReplicaTable::new(db.db.clone(), author::Entity).unwrap_or_else(|e| panic!("{e}"));
     let system = CqrsSystem::builder()
         .config(
-            CqrsConfig::default()
+            on(transport)
                 .with_queue(queue)
                 .with_workers(1)
                 .with_batch_size(100),
@@ -354,6 +366,7 @@ async fn a_rust_master_feeds_a_django_replica() {
             declare_django_queue(&t, &dj_queue).await;
             let _consumer = django.consume();
             let master = CqrsSystem::builder()
+                .config(on(&t))
                 .master(MasterModel::new("author"))
                 .transport(t.clone())
                 .start()

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cqrs_orm_adapters::ReplicaTable;
+use cqrs_sync::CqrsSystemExt;
 use cqrs_sync::transport::Declare;
 use cqrs_sync::{
     Applied, CqrsConfig, CqrsSystem, MasterModel, ReplicaEvent, ReplicaModel, handler_fn,
@@ -125,7 +126,7 @@ async fn the_broker_closing_every_connection_mid_stream_loses_nothing() {
         || async { items(&db).await == expected },
     )
     .await;
-    replica.settle().await.unwrap_or_else(|e| panic!("{e}"));
+    replica.wait_idle().await.unwrap_or_else(|e| panic!("{e}"));
     let m = replica.metrics();
     assert_eq!(m.dead_lettered, 0, "nothing was dead-lettered");
     for s in [replica, master] {
@@ -145,8 +146,10 @@ fn replica_child_process() {
         return;
     };
     actix_rt::System::new().block_on(async move {
-        let config = cqrs_sync::transports::rabbitmq::RabbitMqConfig::from_url(&url)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let config = cqrs_sync::transports::rabbitmq::RabbitMqConfig::from_cqrs_config(
+            &cqrs_sync::CqrsConfig::default().with_url(url),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let (transport, _addr) = connect(config).await;
         let file = std::fs::OpenOptions::new()
             .create(true)

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cqrs_orm_adapters::ReplicaTable;
+use cqrs_sync::CqrsSystemExt;
 use cqrs_sync::transport::{HEADER_ERROR, HEADER_REASON, Headers, OutgoingMessage};
 use cqrs_sync::transports::rabbitmq::Connections;
 use cqrs_sync::{CqrsConfig, CqrsSystem, ReplicaModel, Route};
@@ -250,7 +251,7 @@ async fn every_hostile_message_is_dead_lettered_and_the_good_ones_behind_it_appl
     })
     .await;
     let took = started.elapsed();
-    system.settle().await.unwrap_or_else(|e| panic!("{e}"));
+    system.wait_idle().await.unwrap_or_else(|e| panic!("{e}"));
 
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for letter in &letters {

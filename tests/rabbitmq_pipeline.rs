@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use cqrs_sync::CqrsSystemExt;
 use cqrs_sync::transport::{HEADER_ERROR, HEADER_REASON, Headers, OutgoingMessage};
 use cqrs_sync::{
     CqrsConfig, CqrsSystem, Error, MasterModel, MemoryTable, ReplicaEvent, ReplicaModel,
@@ -171,7 +172,7 @@ async fn a_poison_message_is_parked_max_retries_times_then_dead_lettered_while_o
         transport.inspect(&dlq).await.is_ok_and(|s| s.ready == 1)
     })
     .await;
-    system.settle().await.unwrap_or_else(|e| panic!("{e}"));
+    system.wait_idle().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         attempts.load(Ordering::SeqCst),
         4,
@@ -258,7 +259,7 @@ async fn malformed_bodies_and_unknown_ids_are_dead_lettered_with_a_reason() {
         table.len() == 1
     })
     .await;
-    system.settle().await.unwrap_or_else(|e| panic!("{e}"));
+    system.wait_idle().await.unwrap_or_else(|e| panic!("{e}"));
     let dead = collect(&transport, &dlq, 10, true).await;
     let seen = dead.wait_for(cases.len(), "dead letters").await;
     for ((_, bytes, reason), letter) in cases.iter().zip(&seen) {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use cqrs_sync::CqrsSystemExt;
 use cqrs_sync::transport::{HEADER_ERROR, HEADER_REASON, Headers, OutgoingMessage};
 use cqrs_sync::transports::memory::{MemoryBroker, ParkLog};
 use cqrs_sync::{
@@ -90,7 +91,7 @@ async fn a_failing_handler_is_retried_max_retries_times_then_dead_lettered() {
     let dlq = format!("dead_letter_{queue}");
     wait_queue(&transport, &dlq, 1, 0).await;
     wait_queue(&transport, &queue, 0, 0).await;
-    system.settle().await.unwrap_or_else(|e| panic!("{e}"));
+    system.wait_idle().await.unwrap_or_else(|e| panic!("{e}"));
 
     assert_eq!(
         attempts.load(Ordering::SeqCst),
@@ -364,7 +365,7 @@ async fn only_direct_syncs_decides_by_routing_key() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     wait_queue(&transport, &queue, 0, 0).await;
-    system.settle().await.unwrap_or_else(|e| panic!("{e}"));
+    system.wait_idle().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         audit.snapshot().keys().cloned().collect::<Vec<_>>(),
         ["2"],

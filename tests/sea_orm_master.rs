@@ -1,6 +1,6 @@
 //! The SeaORM master side on SQLite, PostgreSQL and MariaDB: revision bookkeeping, the outbox
-//! and its relay (including a relay killed mid-window and two relays on one outbox), direct
-//! mode, and the sync, dump and diff primitives.
+//! and the system's relay of it (including a master killed mid-window and two processes on one
+//! outbox), direct mode, and the sync, dump and diff primitives.
 
 // The scenarios are plain async functions run by generated #[test]s; a failed unwrap is a
 // failed test.
@@ -12,13 +12,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::{Actor, Addr};
-use cqrs_orm_adapters::{
-    Delivery, MasterTable, Outbox, OutboxRelay, RelayConfig, ReplicaTable, StopRelay,
-};
+use cqrs_sync::CqrsSystemExt;
+use cqrs_sync::orm::{Dispatch, MasterTable, Outbox, ReplicaTable};
 use cqrs_sync::transports::memory::MemoryBroker;
 use cqrs_sync::{
-    Applied, CqrsConfig, CqrsSystem, JsonObject, ReplicaEvent, ReplicaModel, SignalType,
+    Applied, Codec, CqrsConfig, CqrsSystem, JsonObject, ReplicaEvent, ReplicaModel, SignalType,
     TransportHandle, handler_fn,
 };
 use rust_decimal::Decimal;
@@ -53,26 +51,59 @@ async fn master_db(backend: Backend, name: &str) -> (TestDb, Outbox) {
     support::init_tracing();
     let t = TestDb::new(backend, name).await;
     t.create(author::Entity).await;
-    let outbox = Outbox::new(unique("outbox"));
+    let outbox = Outbox::with_table(t.db.clone(), unique("outbox"));
     outbox
-        .create_table(&t.db)
+        .create_table()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     (t, outbox)
 }
 
 fn authors(outbox: &Outbox) -> MasterTable<author::Entity> {
-    MasterTable::new("author", author::Entity, Delivery::Outbox(outbox.clone()))
-        .unwrap_or_else(|e| panic!("{e}"))
+    MasterTable::new("author", author::Entity, outbox).unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn pending(t: &TestDb, outbox: &Outbox) -> Vec<cqrs_sync::Envelope> {
+/// The lease owner tests take to keep the system's relay off an outbox while they inspect it.
+const INSPECTOR: &str = "inspector";
+
+/// Keeps every relay off `outbox` until [`let_go`].
+async fn hold(outbox: &Outbox) {
+    let held = outbox
+        .store()
+        .lease(INSPECTOR, Duration::from_secs(3_600))
+        .await
+        .unwrap();
+    assert!(held, "the outbox lease was free");
+}
+
+async fn let_go(outbox: &Outbox) {
+    outbox.store().release(INSPECTOR).await.unwrap();
+}
+
+/// A master system for `table` on a memory broker of its own, its relay kept off.
+async fn inspected(outbox: &Outbox, table: &MasterTable<author::Entity>) -> CqrsSystem {
+    hold(outbox).await;
+    let (transport, _broker) = MemoryBroker::default().start_transport();
+    CqrsSystem::builder()
+        .transport(transport)
+        .master(table)
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn pending(outbox: &Outbox) -> Vec<cqrs_sync::Envelope> {
     outbox
-        .read(&t.db, 0, 10_000)
+        .read(0, 10_000)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .into_iter()
-        .map(|e| e.envelope)
+        .map(|e| {
+            assert_eq!(e.event.content_type, "text/plain");
+            Codec::Json
+                .decode(&e.event.body, None)
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
         .collect()
 }
 
@@ -87,6 +118,13 @@ async fn writes_bump_revisions_and_record_events(backend: Backend) {
             Some(meta)
         })
         .with_correlation(|signal, id, pk, queue| Some(format!("{signal}:{id}:{pk}:{queue:?}")));
+    let filtered = authors(&outbox).with_is_sync_instance(|m: &author::Model| m.name != "secret");
+    let quiet = authors(&outbox).with_produce(false);
+    let subset = authors(&outbox).with_fields([author::Column::Name]);
+    let mut systems = Vec::new();
+    for t in [&table, &filtered, &quiet, &subset] {
+        systems.push(inspected(&outbox, t).await);
+    }
     let a = table.insert(&t.db, new_author("Ann")).await.unwrap();
     assert_eq!(a.cqrs_revision, 0);
     let change = author::ActiveModel {
@@ -100,7 +138,7 @@ async fn writes_bump_revisions_and_record_events(backend: Backend) {
     assert!(table.delete(&t.db, a.id).await.unwrap());
     assert!(!table.delete(&t.db, a.id).await.unwrap(), "already gone");
 
-    let events = pending(&t, &outbox).await;
+    let events = pending(&outbox).await;
     assert_eq!(events.len(), 3);
     let (create, update, delete) = (&events[0], &events[1], &events[2]);
     assert_eq!(create.signal_type, SignalType::Save);
@@ -164,7 +202,7 @@ async fn writes_bump_revisions_and_record_events(backend: Backend) {
             .iter()
             .all(|r| r.cqrs_revision == 1 && r.name == "bulk")
     );
-    let events = pending(&t, &outbox).await;
+    let events = pending(&outbox).await;
     assert_eq!(events.len(), 3 + 3 + 3);
     let bulk = &events[6..];
     assert!(
@@ -178,22 +216,23 @@ async fn writes_bump_revisions_and_record_events(backend: Backend) {
     );
 
     // Filtered rows and produce off: revisions move, nothing is recorded.
-    let filtered = authors(&outbox).with_is_sync_instance(|m: &author::Model| m.name != "secret");
     let s = filtered.insert(&t.db, new_author("secret")).await.unwrap();
-    let quiet = authors(&outbox).with_produce(false);
     let change = author::ActiveModel {
         id: Set(s.id),
         fee: Set(None),
         ..Default::default()
     };
     assert_eq!(quiet.update(&t.db, change).await.unwrap().cqrs_revision, 1);
-    let subset = authors(&outbox).with_fields([author::Column::Name]);
     subset.insert(&t.db, new_author("E")).await.unwrap();
-    let events = pending(&t, &outbox).await;
+    let events = pending(&outbox).await;
     assert_eq!(events.len(), 10, "one more event, from the subset table");
     let mut last: Vec<&str> = events[9].instance_data.keys().map(String::as_str).collect();
     last.sort_unstable();
     assert_eq!(last, ["cqrs_revision", "cqrs_updated", "id", "name"]);
+    let_go(&outbox).await;
+    for system in systems {
+        system.shutdown().await.unwrap();
+    }
     t.cleanup().await;
 }
 
@@ -231,7 +270,6 @@ async fn recording_system(
     });
     let system = CqrsSystem::builder()
         .config(CqrsConfig::default().with_queue(queue))
-        .master(cqrs_sync::MasterModel::new("author"))
         .replica(ReplicaModel::new("author", handler))
         .transport(transport.clone())
         .start()
@@ -240,20 +278,24 @@ async fn recording_system(
     (system, seen)
 }
 
-fn start_relay(
-    t: &TestDb,
-    outbox: &Outbox,
-    system: &CqrsSystem,
-    config: RelayConfig,
-) -> (Addr<OutboxRelay>, Arc<cqrs_orm_adapters::RelayStats>) {
-    let relay = OutboxRelay::new(t.db.clone(), outbox.clone(), system.publisher(), config);
-    let stats = relay.stats();
-    (relay.start(), stats)
+/// A master service: `table` registered with a system of its own on `transport`.
+async fn master_system(
+    table: &MasterTable<author::Entity>,
+    transport: &TransportHandle,
+    config: CqrsConfig,
+) -> CqrsSystem {
+    CqrsSystem::builder()
+        .config(config)
+        .master(table)
+        .transport(transport.clone())
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"))
 }
 
-async fn drained(t: &TestDb, outbox: &Outbox) {
+async fn drained(outbox: &Outbox) {
     wait_until("the outbox to drain", PATIENCE, || async {
-        outbox.pending(&t.db).await.is_ok_and(|n| n == 0)
+        outbox.pending().await.is_ok_and(|n| n == 0)
     })
     .await;
 }
@@ -323,13 +365,12 @@ async fn relayed_events_reach_a_replica_table(backend: Backend) {
     let replica = ReplicaTable::new(replica_db.db.clone(), author::Entity).unwrap();
     let system = CqrsSystem::builder()
         .config(CqrsConfig::default().with_queue(&queue))
-        .master(table.model())
+        .master(&table)
         .replica(ReplicaModel::new("author", replica))
         .transport(transport.clone())
         .start()
         .await
         .unwrap();
-    let (relay, _) = start_relay(&t, &outbox, &system, RelayConfig::default());
     write_history(&t, &table, 20, 3).await;
     let first = author::Entity::find()
         .order_by_asc(author::Column::Id)
@@ -339,9 +380,13 @@ async fn relayed_events_reach_a_replica_table(backend: Backend) {
     for victim in first.iter().step_by(4) {
         table.delete(&t.db, victim.id).await.unwrap();
     }
-    drained(&t, &outbox).await;
+    system.flush().await.unwrap();
+    assert_eq!(
+        outbox.pending().await.unwrap(),
+        0,
+        "flush waited for every event"
+    );
     replica_matches(&t, &replica_db, "the replica to match the master").await;
-    relay.send(StopRelay).await.unwrap();
     system.shutdown().await.unwrap();
     replica_db.cleanup().await;
     t.cleanup().await;
@@ -380,37 +425,41 @@ async fn a_relay_killed_mid_window_loses_nothing(backend: Backend) {
     let (transport, _broker) = MemoryBroker::default().start_transport();
     let (system, seen) = recording_system(&transport, &queue).await;
     let table = authors(&outbox);
-    let last = write_history(&t, &table, 40, 15).await;
-    let total: i64 = last.values().map(|r| r + 1).sum();
+    hold(&outbox).await;
     let window = 32;
     let config = || {
-        RelayConfig::default()
-            .with_window(window)
-            .with_lease_ttl(Duration::from_millis(400))
-            .with_poll_interval(Duration::from_millis(50))
+        CqrsConfig::default()
+            .with_publish_window(window)
+            .with_outbox_lease_ttl(Duration::from_millis(400))
+            .with_outbox_poll_interval(Duration::from_millis(50))
     };
-    let (first, stats) = start_relay(&t, &outbox, &system, config());
+    let first = master_system(&table, &transport, config()).await;
+    let last = write_history(&t, &table, 40, 15).await;
+    let total: i64 = last.values().map(|r| r + 1).sum();
+    let_go(&outbox).await;
     wait_until("some events relayed", PATIENCE, || {
-        let n = stats.relayed();
+        let n = first.metrics().published;
         async move { n >= 100 }
     })
     .await;
-    first.send(StopRelay).await.unwrap();
+    // The master process dies: its relay stops where it is, its lease stays until it expires.
+    drop(first);
     let before_restart = seen.lock().unwrap().len();
     assert!(
         (before_restart as i64) < total,
         "the relay was stopped before the end ({before_restart} of {total})"
     );
-    let (second, _) = start_relay(&t, &outbox, &system, config());
-    drained(&t, &outbox).await;
-    system.settle().await.unwrap();
+    let second = master_system(&table, &transport, config()).await;
+    second.flush().await.unwrap();
+    drained(&outbox).await;
+    system.wait_idle().await.unwrap();
     let seen = seen.lock().unwrap().clone();
     let twice = check_history(&seen, &last);
     assert!(
-        twice <= window,
+        twice <= window as usize,
         "{twice} events were sent twice; the window is {window}"
     );
-    second.send(StopRelay).await.unwrap();
+    second.shutdown().await.unwrap();
     system.shutdown().await.unwrap();
     t.cleanup().await;
 }
@@ -420,23 +469,19 @@ async fn two_relays_share_one_outbox(backend: Backend) {
     let queue = unique("two");
     let (transport, _broker) = MemoryBroker::default().start_transport();
     let (system, seen) = recording_system(&transport, &queue).await;
-    // A second "process": its own connection pool and relay on the same outbox table.
-    let other_db = t.reconnect().await;
-    let config = |owner: &str| {
-        RelayConfig::default()
-            .with_owner(owner)
-            .with_window(16)
-            .with_poll_interval(Duration::from_millis(20))
+    let config = || {
+        CqrsConfig::default()
+            .with_publish_window(16)
+            .with_outbox_poll_interval(Duration::from_millis(20))
     };
-    let (a, a_stats) = start_relay(&t, &outbox, &system, config("a"));
-    let other_outbox = Outbox::new(outbox.table());
-    let b_relay = OutboxRelay::new(other_db, other_outbox, system.publisher(), config("b"));
-    let b_stats = b_relay.stats();
-    let b = b_relay.start();
     let table = authors(&outbox);
+    let a = master_system(&table, &transport, config()).await;
+    // A second process: its own connection pool, outbox handle and table on the same tables.
+    let other = authors(&Outbox::with_table(t.reconnect().await, outbox.table()));
+    let b = master_system(&other, &transport, config()).await;
     let last = write_history(&t, &table, 25, 8).await;
-    drained(&t, &outbox).await;
-    system.settle().await.unwrap();
+    drained(&outbox).await;
+    system.wait_idle().await.unwrap();
     let seen = seen.lock().unwrap().clone();
     assert_eq!(
         check_history(&seen, &last),
@@ -444,12 +489,12 @@ async fn two_relays_share_one_outbox(backend: Backend) {
         "nothing was published twice"
     );
     assert_eq!(
-        a_stats.relayed() + b_stats.relayed(),
+        a.metrics().published + b.metrics().published,
         seen.len() as u64,
         "each event relayed by exactly one relay"
     );
-    a.send(StopRelay).await.unwrap();
-    b.send(StopRelay).await.unwrap();
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
     system.shutdown().await.unwrap();
     t.cleanup().await;
 }
@@ -461,17 +506,15 @@ async fn direct_mode_publishes_after_commit(backend: Backend) {
     let queue = unique("direct_mode");
     let (transport, _broker) = MemoryBroker::default().start_transport();
     let (system, seen) = recording_system(&transport, &queue).await;
-    let table = MasterTable::new(
-        "author",
-        author::Entity,
-        Delivery::Direct(system.publisher()),
-    )
-    .unwrap();
+    let table = MasterTable::new("author", author::Entity, Dispatch::AfterCommit).unwrap();
+    let master = master_system(&table, &transport, CqrsConfig::default()).await;
     let last = write_history(&t, &table, 5, 2).await;
-    system.settle().await.unwrap();
+    master.flush().await.unwrap();
+    system.wait_idle().await.unwrap();
     let seen = seen.lock().unwrap().clone();
     assert_eq!(check_history(&seen, &last), 0);
     assert_eq!(seen.len(), 15);
+    master.shutdown().await.unwrap();
     system.shutdown().await.unwrap();
     t.cleanup().await;
 }
@@ -484,9 +527,10 @@ async fn sync_dump_and_diff_repair_a_replica(backend: Backend) {
     let (transport, _broker) = MemoryBroker::default().start_transport();
     let table = authors(&outbox);
     let replica = ReplicaTable::new(replica_db.db.clone(), author::Entity).unwrap();
+    hold(&outbox).await;
     let system = CqrsSystem::builder()
         .config(CqrsConfig::default().with_queue(&queue))
-        .master(table.model())
+        .master(&table)
         .replica(ReplicaModel::new("author", replica.clone()))
         .transport(transport.clone())
         .start()
@@ -564,10 +608,9 @@ async fn sync_dump_and_diff_repair_a_replica(backend: Backend) {
     assert_eq!(missing, [json!(9_999)]);
     assert_eq!(replica.delete_pks(&missing).await.unwrap(), 1);
 
-    let (relay, _) = start_relay(&t, &outbox, &system, RelayConfig::default());
-    drained(&t, &outbox).await;
+    let_go(&outbox).await;
+    drained(&outbox).await;
     replica_matches(&t, &replica_db, "the replica to be repaired").await;
-    relay.send(StopRelay).await.unwrap();
     system.shutdown().await.unwrap();
     replica_db.cleanup().await;
     t.cleanup().await;
@@ -579,13 +622,7 @@ async fn an_event_no_queue_takes_does_not_block_the_outbox() {
     let (transport, _broker) = MemoryBroker::default().start_transport();
     let table = authors(&outbox);
     // A master with no replica anywhere: every publish is unroutable.
-    let system = CqrsSystem::builder()
-        .master(table.model())
-        .transport(transport)
-        .start()
-        .await
-        .unwrap();
-    let (relay, stats) = start_relay(&t, &outbox, &system, RelayConfig::default());
+    let system = master_system(&table, &transport, CqrsConfig::default()).await;
     table
         .insert(&t.db, new_author("nobody listens"))
         .await
@@ -594,9 +631,9 @@ async fn an_event_no_queue_takes_does_not_block_the_outbox() {
         .insert(&t.db, new_author("still nobody"))
         .await
         .unwrap();
-    drained(&t, &outbox).await;
-    assert_eq!(stats.relayed(), 2);
-    relay.send(StopRelay).await.unwrap();
+    system.flush().await.unwrap();
+    assert_eq!(outbox.pending().await.unwrap(), 0);
+    assert_eq!(system.metrics().published, 0, "both reached no queue");
     system.shutdown().await.unwrap();
     t.cleanup().await;
 }
@@ -619,9 +656,10 @@ async fn a_custom_serializer_reads_through_the_transaction(backend: Backend) {
             })))
         })
     }));
+    let system = inspected(&outbox, &table).await;
     let a = table.insert(&t.db, new_author("ursula")).await.unwrap();
     table.insert(&t.db, new_author("octavia")).await.unwrap();
-    let events = pending(&t, &outbox).await;
+    let events = pending(&outbox).await;
     assert_eq!(events.len(), 2);
     let first = &events[0].instance_data;
     assert_eq!(first["id"], json!(a.id));
@@ -638,5 +676,7 @@ async fn a_custom_serializer_reads_through_the_transaction(backend: Backend) {
         "only what the serializer returned"
     );
     assert_eq!(events[1].instance_data["display"], json!("OCTAVIA (2)"));
+    let_go(&outbox).await;
+    system.shutdown().await.unwrap();
     t.cleanup().await;
 }

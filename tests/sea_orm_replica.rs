@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cqrs_orm_adapters::{ReplicaTable, RowChange, Tombstones};
+use cqrs_sync::CqrsSystemExt;
 use cqrs_sync::transport::{Headers, OutgoingMessage};
 use cqrs_sync::transports::memory::MemoryBroker;
 use cqrs_sync::{
@@ -542,7 +543,7 @@ async fn only_direct_syncs_both_ways(backend: Backend) {
         },
     )
     .await;
-    system.settle().await.unwrap();
+    system.wait_idle().await.unwrap();
     assert!(stored(&t, 1).await.is_none(), "broadcast SYNC ignored");
     assert!(stored(&t, 2).await.is_some(), "directed SYNC applied");
     let tags = tag::Entity::find().all(&tags_db.db).await.unwrap();
@@ -692,7 +693,7 @@ async fn data_errors_dead_letter_at_once_and_missing_parents_retry(backend: Back
         },
     )
     .await;
-    system.settle().await.unwrap();
+    system.wait_idle().await.unwrap();
     let letters = dead.wait_for(refused.len(), "dead letters").await;
     let mut got: Vec<i64> = letters
         .iter()

@@ -12,6 +12,7 @@
 mod support;
 
 use cqrs_sync::CqrsConfig;
+use cqrs_sync::CqrsSystemExt;
 
 /// Characters a generated password is made of: letters, digits, every character URLs
 /// reserve, `%`, quotes, backslash, space and a non-ASCII letter.
@@ -123,8 +124,9 @@ fn no_generated_password_shows_through_any_configuration_path() {
 #[cfg(feature = "rabbitmq")]
 fn rabbitmq_paths(url: &str, pw: &str, service: &CqrsConfig) {
     use cqrs_sync::transports::rabbitmq::RabbitMqConfig;
+    let direct = CqrsConfig::default().with_url(url);
     for parsed in [
-        RabbitMqConfig::from_url(url),
+        RabbitMqConfig::from_cqrs_config(&direct),
         RabbitMqConfig::from_cqrs_config(service),
     ] {
         match parsed {
@@ -141,7 +143,7 @@ fn rabbitmq_paths(url: &str, pw: &str, service: &CqrsConfig) {
     let amqp = url.starts_with("amqp://")
         || (url.starts_with("amqps://") && cfg!(feature = "rabbitmq-tls"));
     if amqp && url.contains(&percent_encode(pw)) {
-        let config = RabbitMqConfig::from_url(url)
+        let config = RabbitMqConfig::from_cqrs_config(&direct)
             .unwrap_or_else(|e| panic!("an encoded password parses: {e}"));
         assert_eq!(config.redacted_url().split("****").count(), 2);
     }
@@ -222,7 +224,8 @@ async fn a_real_connection_logs_no_password_at_trace_level() {
     };
 
     // A login that works, and traffic on it.
-    let config = RabbitMqConfig::from_url(&url(&pw)).unwrap();
+    let config =
+        RabbitMqConfig::from_cqrs_config(&CqrsConfig::default().with_url(url(&pw))).unwrap();
     let (transport, _addr) = support::rabbitmq::connect(config).await;
     let table = MemoryTable::new();
     let system = cqrs_sync::CqrsSystem::builder()
@@ -255,7 +258,7 @@ async fn a_real_connection_logs_no_password_at_trace_level() {
 
     // A login the broker refuses.
     let wrong = password(&mut rng);
-    let refused = RabbitMqConfig::from_url(&url(&wrong))
+    let refused = RabbitMqConfig::from_cqrs_config(&CqrsConfig::default().with_url(url(&wrong)))
         .unwrap()
         .with_publish_timeout(Duration::from_secs(2));
     let err = RabbitMqTransport::connect(refused).await.unwrap_err();

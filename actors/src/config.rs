@@ -142,13 +142,17 @@ pub enum BackoffKind {
 pub struct MasterConfig {
     message_ttl: Ttl,
     publish_window: u32,
+    outbox_poll_interval: f64,
+    outbox_lease_ttl: f64,
 }
 
 impl Default for MasterConfig {
     fn default() -> Self {
         Self {
             message_ttl: Ttl(Some(Duration::from_secs(86_400))),
-            publish_window: 256,
+            publish_window: 1000,
+            outbox_poll_interval: 0.5,
+            outbox_lease_ttl: 10.0,
         }
     }
 }
@@ -160,10 +164,25 @@ impl MasterConfig {
         self.message_ttl.0
     }
 
-    /// How many publishes may wait for their confirm at once; default 256.
+    /// How many publishes may wait for their confirm at once, from an outbox and from the
+    /// publisher each; default 1000. The one window between the outbox and the broker.
     #[must_use]
     pub fn publish_window(&self) -> u32 {
         self.publish_window
+    }
+
+    /// How often an outbox is read when no writer in this process woke its relay (rows written
+    /// by other processes); default 0.5 s.
+    #[must_use]
+    pub fn outbox_poll_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.outbox_poll_interval)
+    }
+
+    /// How long a relay holds an outbox's lease without renewing it: another process takes
+    /// over this long after the holder died; default 10 s.
+    #[must_use]
+    pub fn outbox_lease_ttl(&self) -> Duration {
+        Duration::from_secs_f64(self.outbox_lease_ttl)
     }
 }
 
@@ -286,6 +305,12 @@ pub struct CqrsConfig {
     master: MasterConfig,
     replica: ReplicaConfig,
     models: BTreeMap<String, ModelConfig>,
+    /// Options of the RabbitMQ transport, read by the transport (`[rabbitmq]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rabbitmq: Option<toml::Table>,
+    /// Options of the Redis transport, read by the transport (`[redis]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis: Option<toml::Table>,
 }
 
 impl Default for CqrsConfig {
@@ -298,6 +323,8 @@ impl Default for CqrsConfig {
             master: MasterConfig::default(),
             replica: ReplicaConfig::default(),
             models: BTreeMap::new(),
+            rabbitmq: None,
+            redis: None,
         }
     }
 }
@@ -376,6 +403,17 @@ impl CqrsConfig {
         if self.master.publish_window == 0 {
             return Err(Error::config("master.publish_window", "must be at least 1"));
         }
+        for (key, secs) in [
+            (
+                "master.outbox_poll_interval",
+                self.master.outbox_poll_interval,
+            ),
+            ("master.outbox_lease_ttl", self.master.outbox_lease_ttl),
+        ] {
+            if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
+                return Err(Error::config(key, "must be a positive number of seconds"));
+            }
+        }
         let r = &self.replica;
         if r.workers == 0 {
             return Err(Error::config("replica.workers", "must be at least 1"));
@@ -445,6 +483,25 @@ impl CqrsConfig {
         &self.replica
     }
 
+    /// The options table of a transport (`"rabbitmq"` or `"redis"`), if the configuration has
+    /// one: `[rabbitmq]` in the file, `CQRS_RABBITMQ__<KEY>` in the environment.
+    #[must_use]
+    pub fn transport_options(&self, transport: &str) -> Option<&toml::Table> {
+        match transport {
+            "rabbitmq" => self.rabbitmq.as_ref(),
+            "redis" => self.redis.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Whether `[models.<cqrs_id>]` sets anything for this id.
+    #[must_use]
+    pub fn has_model_settings(&self, cqrs_id: &str) -> bool {
+        self.models
+            .get(cqrs_id)
+            .is_some_and(|m| *m != ModelConfig::default())
+    }
+
     /// The retry policy of `cqrs_id`: the `[replica]` settings with the model's overrides.
     #[must_use]
     pub fn retry_policy(&self, cqrs_id: &str) -> RetryPolicy {
@@ -464,6 +521,41 @@ impl CqrsConfig {
         RetryPolicy::default()
             .with_max_retries(max)
             .with_backoff(backoff)
+    }
+
+    /// Sets the `[rabbitmq]` options table.
+    #[must_use]
+    pub fn with_rabbitmq_options(mut self, options: toml::Table) -> Self {
+        self.rabbitmq = Some(options);
+        self
+    }
+
+    /// Sets the `[redis]` options table.
+    #[must_use]
+    pub fn with_redis_options(mut self, options: toml::Table) -> Self {
+        self.redis = Some(options);
+        self
+    }
+
+    /// Sets `master.publish_window`.
+    #[must_use]
+    pub fn with_publish_window(mut self, window: u32) -> Self {
+        self.master.publish_window = window;
+        self
+    }
+
+    /// Sets `master.outbox_poll_interval`.
+    #[must_use]
+    pub fn with_outbox_poll_interval(mut self, interval: Duration) -> Self {
+        self.master.outbox_poll_interval = interval.as_secs_f64();
+        self
+    }
+
+    /// Sets `master.outbox_lease_ttl`.
+    #[must_use]
+    pub fn with_outbox_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.master.outbox_lease_ttl = ttl.as_secs_f64();
+        self
     }
 
     /// Sets the broker URL.

@@ -8,6 +8,7 @@
 //! - [`RetryPolicy`]: how failures are retried before they are dead-lettered.
 //! - [`CqrsConfig`]: the settings, from TOML and `CQRS_*` variables.
 //! - [`transport`]: the messages a transport actor handles; a transport is one file away.
+//! - [`OutboxStore`]: the port an outbox implements; the system relays each registered one.
 //! - [`CqrsSystem`]: starts it all inside an actix system; [`Publisher`] publishes.
 
 mod actors;
@@ -16,7 +17,9 @@ mod config;
 mod envelope;
 mod error;
 mod handler;
+mod master;
 mod memory_table;
+mod outbox;
 mod registry;
 mod retry;
 pub mod revision;
@@ -26,7 +29,6 @@ mod telemetry;
 pub mod transport;
 pub mod values;
 
-pub use actors::{Produce, Producer};
 pub use codec::{
     Codec, DecodeError, EncodeError, JSON_CONTENT_TYPE, MSGPACK_CONTENT_TYPE, expiry_after,
 };
@@ -37,18 +39,20 @@ pub use config::{
 pub use envelope::{Envelope, JsonObject, SignalType, UnknownSignalType};
 pub use error::{Error, ErrorKind, MAX_MESSAGE_LEN, Result};
 pub use handler::{Applied, FnHandler, ReplicaEvent, ReplicaHandler, Skip, handler_fn};
+pub use master::{MasterBinding, MasterRegistration, MasterSlot};
 pub use memory_table::{MemoryTable, Row};
+pub use outbox::{EncodedEvent, MemoryOutbox, OutboxStore, StoredEvent};
 pub use registry::{MasterModel, Registry, RegistryBuilder, ReplicaModel};
 pub use retry::{Backoff, REASON_RETRIES_EXHAUSTED, RetryDecision, RetryPolicy, ShouldRetry};
-pub use system::{CqrsSystem, CqrsSystemBuilder, Publisher};
+pub use system::{Connect, CqrsSystem, CqrsSystemBuilder, Publisher};
 pub use telemetry::{Metrics, MetricsSnapshot, envelope_span};
 pub use transport::{Route, TransportHandle};
 
 /// What an application author needs, in one import.
 pub mod prelude {
     pub use crate::{
-        Applied, CqrsConfig, CqrsSystem, Envelope, Error, ErrorKind, JsonObject, MasterModel,
-        MemoryTable, Publisher, ReplicaEvent, ReplicaHandler, ReplicaModel, Result, RetryPolicy,
-        Route, SignalType, Skip, handler_fn,
+        Applied, CqrsConfig, CqrsSystem, CqrsSystemBuilder, Envelope, Error, ErrorKind, JsonObject,
+        MasterModel, MemoryTable, Publisher, ReplicaEvent, ReplicaHandler, ReplicaModel, Result,
+        RetryPolicy, Route, SignalType, Skip, handler_fn,
     };
 }

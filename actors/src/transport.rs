@@ -358,6 +358,7 @@ impl<A> Transport for A where
 #[derive(Clone)]
 pub struct TransportHandle {
     name: &'static str,
+    exchange: Option<String>,
     declare: Recipient<Declare>,
     publish: Recipient<Publish>,
     subscribe: Recipient<Subscribe>,
@@ -372,6 +373,7 @@ impl fmt::Debug for TransportHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TransportHandle")
             .field("name", &self.name)
+            .field("exchange", &self.exchange)
             .finish()
     }
 }
@@ -381,6 +383,7 @@ impl TransportHandle {
     pub fn new<T: Transport>(name: &'static str, addr: &Addr<T>) -> Self {
         Self {
             name,
+            exchange: None,
             declare: addr.clone().recipient(),
             publish: addr.clone().recipient(),
             subscribe: addr.clone().recipient(),
@@ -396,6 +399,20 @@ impl TransportHandle {
     #[must_use]
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// Says which exchange the transport was built for, so that a system started with another
+    /// one in its configuration fails at start instead of publishing elsewhere.
+    #[must_use]
+    pub fn with_exchange(mut self, exchange: impl Into<String>) -> Self {
+        self.exchange = Some(exchange.into());
+        self
+    }
+
+    /// The exchange the transport was built for, if it has one.
+    #[must_use]
+    pub fn exchange(&self) -> Option<&str> {
+        self.exchange.as_deref()
     }
 
     /// Sends [`Declare`].

@@ -6,8 +6,9 @@
 //!   [`cqrs_actors::ReplicaModel::new`]. Batches are applied in one transaction with the
 //!   revision rules enforced in SQL.
 //! - [`MasterTable`]: a SeaORM entity this service owns; writes through it bump
-//!   `cqrs_revision`, set `cqrs_updated` and record the event in the same transaction, into the
-//!   [`Outbox`] that an [`OutboxRelay`] publishes in order (or directly after commit).
+//!   `cqrs_revision`, set `cqrs_updated` and record the event, encoded once, in the same
+//!   transaction, into the [`Outbox`] that the system it is registered with relays in order (or
+//!   publish it after commit).
 //! - [`Tombstones`]: opt-in memory of deletes, so a stale SAVE cannot resurrect a row.
 //! - [`db_error`]: database errors classified by meaning: bad data is dead-lettered at once,
 //!   what can pass (a lost connection, a parent row that arrives later) is retried.
@@ -18,16 +19,14 @@ mod columns;
 mod db_error;
 mod master;
 mod outbox;
-mod relay;
 mod replica;
 mod sql;
 mod tombstones;
 
 pub use columns::to_json;
 pub use db_error::db_error;
-pub use master::{Delivery, MasterTable, MetaInput, Serializer};
-pub use outbox::{Outbox, OutboxEvent};
-pub use relay::{OutboxRelay, RelayConfig, RelayStats, ShutdownRelay, StopRelay};
+pub use master::{Dispatch, MasterTable, MetaInput, Serializer};
+pub use outbox::Outbox;
 pub use replica::{Hook, ReplicaTable, RowChange};
 pub use tombstones::Tombstones;
 

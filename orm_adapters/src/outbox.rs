@@ -1,23 +1,42 @@
-//! [`Outbox`]: events written in the same transaction as the rows they describe, relayed to the
-//! broker by the [`OutboxRelay`](crate::OutboxRelay) and deleted once confirmed.
+//! [`Outbox`]: events written in the same transaction as the rows they describe, encoded once,
+//! relayed to the broker by the system that registered the tables writing them, and deleted
+//! once confirmed.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-use cqrs_actors::{Codec, Envelope, Error, ErrorKind, Result, Route};
-use sea_orm::{ConnectionTrait, Value};
+use chrono::{DateTime, Utc};
+use cqrs_actors::{EncodedEvent, OutboxStore, Result, Route, StoredEvent};
+use futures_util::future::BoxFuture;
+use sea_orm::{ConnectionTrait, DatabaseConnection, Value};
 use tokio::sync::Notify;
 
 use crate::db_error;
 use crate::sql::{Dialect, Query};
 
-/// The outbox table (default `cqrs_outbox`) and its lease table (`<name>_lease`), plus the
-/// in-process signal that wakes the relay when a writer commits.
+/// The outbox table (default `cqrs_outbox`) and its lease table (`<name>_lease`) on one
+/// database, plus the in-process signal that wakes the relay when a writer commits.
 ///
-/// Clones share the signal: give the relay and the [`MasterTable`](crate::MasterTable)s
-/// clones of one value.
+/// Give clones of one value to the [`MasterTable`](crate::MasterTable)s that write to it: the
+/// system relays each distinct outbox once, with the CQRS ids of the tables registered with it.
+///
+/// | column | type | holds |
+/// |---|---|---|
+/// | `id` | big integer, auto-increment | relay order |
+/// | `cqrs_id` | `VARCHAR(191)` | the CQRS id |
+/// | `queue` | `VARCHAR(191) NULL` | the replica queue of a directed SYNC, else NULL |
+/// | `content_type` | `VARCHAR(64)` | `text/plain` (JSON) or `application/msgpack` |
+/// | `expires_at` | `BIGINT NULL` | the envelope's `expires`, in Unix milliseconds |
+/// | `body` | `BYTEA` / `LONGBLOB` / `BLOB` | the message body as published |
 #[derive(Clone)]
 pub struct Outbox {
+    inner: Arc<Store>,
+}
+
+struct Store {
+    db: DatabaseConnection,
     table: String,
     lease_table: String,
     wake: Arc<Notify>,
@@ -26,67 +45,51 @@ pub struct Outbox {
 impl fmt::Debug for Outbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Outbox")
-            .field("table", &self.table)
+            .field("table", &self.inner.table)
             .finish()
     }
 }
 
-impl Default for Outbox {
-    fn default() -> Self {
-        Self::new("cqrs_outbox")
-    }
-}
-
-/// One stored event, waiting to be relayed.
-#[derive(Debug, Clone)]
-pub struct OutboxEvent {
-    /// Its position in the outbox.
-    pub id: i64,
-    /// The message.
-    pub envelope: Envelope,
-    /// Broadcast, or one replica queue.
-    pub route: Route,
-}
-
 impl Outbox {
-    /// An outbox kept in `table`.
+    /// The outbox `cqrs_outbox` on `db`.
     #[must_use]
-    pub fn new(table: impl Into<String>) -> Self {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self::with_table(db, "cqrs_outbox")
+    }
+
+    /// An outbox kept in `table` on `db`.
+    #[must_use]
+    pub fn with_table(db: DatabaseConnection, table: impl Into<String>) -> Self {
         let table = table.into();
         Self {
-            lease_table: format!("{table}_lease"),
-            table,
-            wake: Arc::new(Notify::new()),
+            inner: Arc::new(Store {
+                db,
+                lease_table: format!("{table}_lease"),
+                table,
+                wake: Arc::new(Notify::new()),
+            }),
         }
     }
 
     /// The table's name.
     #[must_use]
     pub fn table(&self) -> &str {
-        &self.table
+        &self.inner.table
+    }
+
+    /// The port the system relays (the same value for every clone of this outbox).
+    #[must_use]
+    pub fn store(&self) -> Arc<dyn OutboxStore> {
+        Arc::clone(&self.inner) as Arc<dyn OutboxStore>
     }
 
     /// Creates the outbox and lease tables if they do not exist (the migration, for services
-    /// that do not manage their schema otherwise).
-    pub async fn create_table(&self, db: &impl ConnectionTrait) -> Result<()> {
+    /// that do not manage their schema otherwise; feature `migration` has it as a SeaORM
+    /// migration).
+    pub async fn create_table(&self) -> Result<()> {
+        let db = &self.inner.db;
         let d = Dialect::of(db.get_database_backend())?;
-        let (id, body) = match d {
-            Dialect::Postgres => ("BIGSERIAL PRIMARY KEY", "TEXT"),
-            Dialect::MySql => ("BIGINT AUTO_INCREMENT PRIMARY KEY", "MEDIUMTEXT"),
-            Dialect::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT"),
-        };
-        let t = d.ident(&self.table);
-        let l = d.ident(&self.lease_table);
-        for sql in [
-            format!(
-                "CREATE TABLE IF NOT EXISTS {t} (id {id}, cqrs_id VARCHAR(191) NOT NULL, \
-                 queue VARCHAR(191) NULL, body {body} NOT NULL)"
-            ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {l} (name VARCHAR(191) PRIMARY KEY, \
-                 owner VARCHAR(191) NOT NULL, expires_at BIGINT NOT NULL)"
-            ),
-        ] {
+        for sql in create_statements(d, &self.inner.table, &self.inner.lease_table) {
             db.execute_unprepared(&sql)
                 .await
                 .map_err(|e| db_error("creating the outbox", e))?;
@@ -95,32 +98,37 @@ impl Outbox {
     }
 
     /// Wakes the relay: call it after committing a transaction of your own in which
-    /// [`MasterTable`](crate::MasterTable) wrote events (its own transactions wake it already).
+    /// [`MasterTable`](crate::MasterTable) wrote events (its own transactions wake it already;
+    /// otherwise the relay finds them at its next poll, `master.outbox_poll_interval`).
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.inner.wake.notify_one();
     }
 
-    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.wake.notified()
+    /// Number of events waiting, of every CQRS id.
+    pub async fn pending(&self) -> Result<u64> {
+        Ok(self.inner.count().await?.values().sum())
+    }
+
+    /// Up to `limit` waiting events with an id above `after`, whatever their CQRS id, in relay
+    /// order.
+    pub async fn read(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        self.inner.select(after, limit, None).await
     }
 
     /// Stores events inside the caller's transaction, in order.
     pub(crate) async fn write(
         &self,
         db: &impl ConnectionTrait,
-        events: &[(Envelope, Route)],
+        events: &[EncodedEvent],
     ) -> Result<()> {
         let d = Dialect::of(db.get_database_backend())?;
-        for chunk in events.chunks(d.max_values() / 3) {
+        for chunk in events.chunks(d.max_values() / 5) {
             let mut q = Query::new(d);
             q.push("INSERT INTO ")
-                .ident(&self.table)
-                .push(" (cqrs_id, queue, body) VALUES ");
-            for (n, (envelope, route)) in chunk.iter().enumerate() {
-                let body = Codec::Json.encode(envelope)?;
-                let body = String::from_utf8(body)
-                    .map_err(|e| Error::with_source(ErrorKind::Decode, "JSON body", e))?;
-                let queue = match route {
+                .ident(&self.inner.table)
+                .push(" (cqrs_id, queue, content_type, expires_at, body) VALUES ");
+            for (n, event) in chunk.iter().enumerate() {
+                let queue = match &event.route {
                     Route::Queue { queue, .. } => Some(queue.clone()),
                     Route::Broadcast { .. } => None,
                 };
@@ -128,9 +136,11 @@ impl Outbox {
                     q.push(", ");
                 }
                 q.value_list([
-                    Value::from(envelope.cqrs_id.as_str()),
+                    Value::from(event.cqrs_id()),
                     Value::String(queue),
-                    Value::from(body),
+                    Value::from(event.content_type.as_str()),
+                    Value::BigInt(event.expires.map(|t| t.timestamp_millis())),
+                    Value::Bytes(Some(event.body.clone())),
                 ]);
             }
             db.execute_raw(q.build())
@@ -139,91 +149,114 @@ impl Outbox {
         }
         Ok(())
     }
+}
 
-    /// Up to `limit` waiting events with an id above `after`, in the order they are relayed.
-    pub async fn read(
+/// The statements that create the outbox and its lease table.
+pub(crate) fn create_statements(d: Dialect, table: &str, lease_table: &str) -> [String; 2] {
+    let (id, body) = match d {
+        Dialect::Postgres => ("BIGSERIAL PRIMARY KEY", "BYTEA"),
+        Dialect::MySql => ("BIGINT AUTO_INCREMENT PRIMARY KEY", "LONGBLOB"),
+        Dialect::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"),
+    };
+    let (t, l) = (d.ident(table), d.ident(lease_table));
+    [
+        format!(
+            "CREATE TABLE IF NOT EXISTS {t} (id {id}, cqrs_id VARCHAR(191) NOT NULL, \
+             queue VARCHAR(191) NULL, content_type VARCHAR(64) NOT NULL, \
+             expires_at BIGINT NULL, body {body} NOT NULL)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {l} (name VARCHAR(191) PRIMARY KEY, \
+             owner VARCHAR(191) NOT NULL, expires_at BIGINT NOT NULL)"
+        ),
+    ]
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+impl Store {
+    fn dialect(&self) -> Result<Dialect> {
+        Dialect::of(self.db.get_database_backend())
+    }
+
+    async fn select(
         &self,
-        db: &impl ConnectionTrait,
         after: i64,
         limit: usize,
-    ) -> Result<Vec<OutboxEvent>> {
-        let d = Dialect::of(db.get_database_backend())?;
+        cqrs_ids: Option<&[String]>,
+    ) -> Result<Vec<StoredEvent>> {
+        let d = self.dialect()?;
         let mut q = Query::new(d);
-        q.push("SELECT id, queue, body FROM ")
+        q.push("SELECT id, cqrs_id, queue, content_type, expires_at, body FROM ")
             .ident(&self.table)
             .push(" WHERE id > ")
-            .value(Value::from(after))
-            .push(&format!(" ORDER BY id LIMIT {limit}"));
-        let rows = db
+            .value(Value::from(after));
+        if let Some(ids) = cqrs_ids {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            q.push(" AND cqrs_id IN ")
+                .value_list(ids.iter().map(|id| Value::from(id.as_str())));
+        }
+        q.push(&format!(" ORDER BY id LIMIT {limit}"));
+        let rows = self
+            .db
             .query_all_raw(q.build())
             .await
             .map_err(|e| db_error("reading the outbox", e))?;
         let mut out = Vec::with_capacity(rows.len());
+        let get = |e| db_error("reading the outbox", e);
         for row in rows {
-            let get = |e| db_error("reading the outbox", e);
             let id: i64 = row.try_get_by_index(0).map_err(get)?;
-            let queue: Option<String> = row.try_get_by_index(1).map_err(get)?;
-            let body: String = row.try_get_by_index(2).map_err(get)?;
-            let envelope = Codec::Json.decode(body.as_bytes(), None).map_err(|e| {
-                Error::with_source(ErrorKind::Decode, format!("outbox row {id}"), e)
-            })?;
+            let cqrs_id: String = row.try_get_by_index(1).map_err(get)?;
+            let queue: Option<String> = row.try_get_by_index(2).map_err(get)?;
+            let content_type: String = row.try_get_by_index(3).map_err(get)?;
+            let expires_at: Option<i64> = row.try_get_by_index(4).map_err(get)?;
+            let body: Vec<u8> = row.try_get_by_index(5).map_err(get)?;
             let route = match queue {
-                Some(queue) => Route::queue(queue, envelope.cqrs_id.clone()),
-                None => Route::broadcast(envelope.cqrs_id.clone()),
+                Some(queue) => Route::queue(queue, cqrs_id),
+                None => Route::broadcast(cqrs_id),
             };
-            out.push(OutboxEvent {
+            out.push(StoredEvent {
                 id,
-                envelope,
-                route,
+                event: EncodedEvent {
+                    route,
+                    body,
+                    content_type,
+                    expires: expires_at.and_then(DateTime::from_timestamp_millis),
+                },
             });
         }
         Ok(out)
     }
 
-    /// Deletes relayed events.
-    pub(crate) async fn delete(&self, db: &impl ConnectionTrait, ids: &[i64]) -> Result<()> {
-        let d = Dialect::of(db.get_database_backend())?;
-        for chunk in ids.chunks(d.max_values()) {
-            let mut q = Query::new(d);
-            q.push("DELETE FROM ")
-                .ident(&self.table)
-                .push(" WHERE id IN ")
-                .value_list(chunk.iter().map(|&id| Value::from(id)));
-            db.execute_raw(q.build())
-                .await
-                .map_err(|e| db_error("deleting relayed outbox rows", e))?;
-        }
-        Ok(())
-    }
-
-    /// Number of events waiting.
-    pub async fn pending(&self, db: &impl ConnectionTrait) -> Result<u64> {
-        let d = Dialect::of(db.get_database_backend())?;
+    async fn count(&self) -> Result<BTreeMap<String, u64>> {
+        let d = self.dialect()?;
         let mut q = Query::new(d);
-        q.push("SELECT COUNT(*) FROM ").ident(&self.table);
-        let row = db
-            .query_one_raw(q.build())
+        q.push("SELECT cqrs_id, COUNT(*) FROM ")
+            .ident(&self.table)
+            .push(" GROUP BY cqrs_id");
+        let rows = self
+            .db
+            .query_all_raw(q.build())
             .await
             .map_err(|e| db_error("counting the outbox", e))?;
-        let n: i64 = match row {
-            Some(row) => row
-                .try_get_by_index(0)
-                .map_err(|e| db_error("counting the outbox", e))?,
-            None => 0,
-        };
-        Ok(u64::try_from(n).unwrap_or(0))
+        let get = |e| db_error("counting the outbox", e);
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let id: String = row.try_get_by_index(0).map_err(get)?;
+            let n: i64 = row.try_get_by_index(1).map_err(get)?;
+            out.insert(id, u64::try_from(n).unwrap_or(0));
+        }
+        Ok(out)
     }
 
-    /// Takes or renews the relay lease for `owner` until `now_ms + ttl_ms`. Only the holder
-    /// relays; another process takes over once the lease has expired.
-    pub(crate) async fn lease(
-        &self,
-        db: &impl ConnectionTrait,
-        owner: &str,
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> Result<bool> {
-        let d = Dialect::of(db.get_database_backend())?;
+    async fn take_lease(&self, owner: &str, ttl: Duration) -> Result<bool> {
+        let d = self.dialect()?;
+        let now = now_ms();
+        let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
         let take = || {
             let mut q = Query::new(d);
             q.push("UPDATE ")
@@ -231,18 +264,25 @@ impl Outbox {
                 .push(" SET owner = ")
                 .value(Value::from(owner))
                 .push(", expires_at = ")
-                .value(Value::from(now_ms + ttl_ms))
+                .value(Value::from(now.saturating_add(ttl)))
                 .push(" WHERE name = ")
                 .value(Value::from(self.table.as_str()))
                 .push(" AND (owner = ")
                 .value(Value::from(owner))
                 .push(" OR expires_at < ")
-                .value(Value::from(now_ms))
+                .value(Value::from(now))
                 .push(")");
             q.build()
         };
         let fail = |e| db_error("taking the outbox lease", e);
-        if db.execute_raw(take()).await.map_err(fail)?.rows_affected() == 1 {
+        if self
+            .db
+            .execute_raw(take())
+            .await
+            .map_err(fail)?
+            .rows_affected()
+            == 1
+        {
             return Ok(true);
         }
         // No row matched: either another relay holds the lease, or the lease row does not
@@ -262,23 +302,99 @@ impl Outbox {
         if d != Dialect::MySql {
             q.push(" ON CONFLICT (name) DO NOTHING");
         }
-        db.execute_raw(q.build()).await.map_err(fail)?;
-        Ok(db.execute_raw(take()).await.map_err(fail)?.rows_affected() == 1)
+        self.db.execute_raw(q.build()).await.map_err(fail)?;
+        Ok(self
+            .db
+            .execute_raw(take())
+            .await
+            .map_err(fail)?
+            .rows_affected()
+            == 1)
     }
 
-    /// Gives the lease up, so another process can take over at once.
-    pub(crate) async fn release(&self, db: &impl ConnectionTrait, owner: &str) -> Result<()> {
-        let d = Dialect::of(db.get_database_backend())?;
-        let mut q = Query::new(d);
+    async fn give_up_lease(&self, owner: &str) -> Result<()> {
+        let mut q = Query::new(self.dialect()?);
         q.push("UPDATE ")
             .ident(&self.lease_table)
             .push(" SET expires_at = 0 WHERE name = ")
             .value(Value::from(self.table.as_str()))
             .push(" AND owner = ")
             .value(Value::from(owner));
-        db.execute_raw(q.build())
+        self.db
+            .execute_raw(q.build())
             .await
             .map_err(|e| db_error("releasing the outbox lease", e))?;
         Ok(())
+    }
+
+    async fn remove(&self, ids: &[i64]) -> Result<()> {
+        let d = self.dialect()?;
+        for chunk in ids.chunks(d.max_values()) {
+            let mut q = Query::new(d);
+            q.push("DELETE FROM ")
+                .ident(&self.table)
+                .push(" WHERE id IN ")
+                .value_list(chunk.iter().map(|&id| Value::from(id)));
+            self.db
+                .execute_raw(q.build())
+                .await
+                .map_err(|e| db_error("deleting relayed outbox rows", e))?;
+        }
+        Ok(())
+    }
+
+    async fn newest(&self) -> Result<Option<i64>> {
+        let mut q = Query::new(self.dialect()?);
+        q.push("SELECT MAX(id) FROM ").ident(&self.table);
+        let row = self
+            .db
+            .query_one_raw(q.build())
+            .await
+            .map_err(|e| db_error("reading the outbox", e))?;
+        match row {
+            Some(row) => row
+                .try_get_by_index::<Option<i64>>(0)
+                .map_err(|e| db_error("reading the outbox", e)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl OutboxStore for Store {
+    fn name(&self) -> &str {
+        &self.table
+    }
+
+    fn lease<'a>(&'a self, owner: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.take_lease(owner, ttl))
+    }
+
+    fn release<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.give_up_lease(owner))
+    }
+
+    fn read<'a>(
+        &'a self,
+        after: i64,
+        limit: usize,
+        cqrs_ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<StoredEvent>>> {
+        Box::pin(self.select(after, limit, Some(cqrs_ids)))
+    }
+
+    fn delete<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.remove(ids))
+    }
+
+    fn waiting(&self) -> BoxFuture<'_, Result<BTreeMap<String, u64>>> {
+        Box::pin(self.count())
+    }
+
+    fn last_id(&self) -> BoxFuture<'_, Result<Option<i64>>> {
+        Box::pin(self.newest())
+    }
+
+    fn wake_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
     }
 }

@@ -50,7 +50,12 @@ impl Vhost {
 
     /// Its transport configuration.
     pub fn config(&self) -> RabbitMqConfig {
-        RabbitMqConfig::from_url(&self.url()).unwrap_or_else(|e| panic!("{e}"))
+        RabbitMqConfig::from_cqrs_config(&self.service_config()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A service configuration whose `url` is this virtual host.
+    pub fn service_config(&self) -> cqrs_sync::CqrsConfig {
+        cqrs_sync::CqrsConfig::default().with_url(self.url())
     }
 
     /// Sets what `guest` may configure here (a regular expression); writing and reading stay

@@ -5,9 +5,14 @@
 //! - [`rabbitmq`] (feature `rabbitmq`; `rabbitmq-tls` adds `amqps://`): RabbitMQ through lapin,
 //!   wire-compatible with django-cqrs.
 
+//! - [`UrlConnector`]: connects the one a configuration's `url` names.
+
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod connect;
 #[cfg(feature = "memory")]
 pub mod memory;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
+
+pub use connect::UrlConnector;

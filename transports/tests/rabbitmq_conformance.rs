@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 
 use actix::Addr;
-use cqrs_actors::TransportHandle;
+use cqrs_actors::{CqrsConfig, TransportHandle};
 use cqrs_transports::conformance::Names;
 use cqrs_transports::rabbitmq::{RabbitMqConfig, RabbitMqTransport, Teardown};
 
@@ -24,9 +24,10 @@ async fn start() -> TransportHandle {
     let exchange = Names::new("cqrs_conformance", "exchange")
         .prefix()
         .to_owned();
-    let config = RabbitMqConfig::from_url(&url())
-        .unwrap_or_else(|e| panic!("{e}"))
+    let service = CqrsConfig::default()
+        .with_url(url())
         .with_exchange(exchange);
+    let config = RabbitMqConfig::from_cqrs_config(&service).unwrap_or_else(|e| panic!("{e}"));
     let (handle, addr) = RabbitMqTransport::connect(config)
         .await
         .unwrap_or_else(|e| panic!("RabbitMQ on {} is not reachable: {e}", url()));
@@ -61,11 +62,7 @@ mod transport_specific {
     use lapin::options::BasicGetOptions;
     use lapin::{Connection, ConnectionProperties};
 
-    async fn start(
-        names: &Names,
-        config: RabbitMqConfig,
-    ) -> (TransportHandle, actix::Addr<RabbitMqTransport>) {
-        let config = config.with_exchange(names.queue("exchange"));
+    async fn start(config: RabbitMqConfig) -> (TransportHandle, actix::Addr<RabbitMqTransport>) {
         RabbitMqTransport::connect(config)
             .await
             .unwrap_or_else(|e| panic!("RabbitMQ: {e}"))
@@ -88,14 +85,22 @@ mod transport_specific {
             .unwrap_or_else(|e| panic!("teardown: {e}"));
     }
 
-    fn config() -> RabbitMqConfig {
-        RabbitMqConfig::from_url(&super::url()).unwrap_or_else(|e| panic!("{e}"))
+    /// The transport of a service on the test's own exchange.
+    fn config(names: &Names) -> RabbitMqConfig {
+        config_at(&super::url(), &names.queue("exchange"))
+    }
+
+    fn config_at(url: &str, exchange: &str) -> RabbitMqConfig {
+        let service = cqrs_actors::CqrsConfig::default()
+            .with_url(url)
+            .with_exchange(exchange);
+        RabbitMqConfig::from_cqrs_config(&service).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[actix_rt::test]
     async fn messages_carry_the_properties_django_cqrs_expects() {
         let names = Names::new("rmq", "properties");
-        let (t, addr) = start(&names, config()).await;
+        let (t, addr) = start(config(&names)).await;
         run_check(
             async {
                 let (q, x) = (names.queue("q"), names.cqrs_id("x"));
@@ -151,7 +156,7 @@ mod transport_specific {
     async fn a_delay_longer_than_the_top_tier_is_parked_again_until_due() {
         let names = Names::new("rmq", "long_delay");
         let tiers = [Duration::from_millis(100), Duration::from_millis(200)];
-        let (t, addr) = start(&names, config().with_park_tiers(tiers)).await;
+        let (t, addr) = start(config(&names).with_park_tiers(tiers)).await;
         run_check(
             async {
                 let (q, x) = (names.queue("q"), names.cqrs_id("x"));
@@ -179,7 +184,7 @@ mod transport_specific {
     #[actix_rt::test]
     async fn quorum_queues_publish_consume_and_park() {
         let names = Names::new("rmq", "quorum");
-        let (t, addr) = start(&names, config().with_queue_type(QueueType::Quorum)).await;
+        let (t, addr) = start(config(&names).with_queue_type(QueueType::Quorum)).await;
         run_check(
             async {
                 let (q, x) = (names.queue("q"), names.cqrs_id("x"));
@@ -206,7 +211,7 @@ mod transport_specific {
     #[actix_rt::test]
     async fn several_consumers_share_one_queue() {
         let names = Names::new("rmq", "consumers");
-        let (t, addr) = start(&names, config().with_consumers(3)).await;
+        let (t, addr) = start(config(&names).with_consumers(3)).await;
         run_check(
             async {
                 let (q, x) = (names.queue("q"), names.cqrs_id("x"));
@@ -237,7 +242,7 @@ mod transport_specific {
     #[actix_rt::test]
     async fn a_cancelled_consumer_still_settles_what_it_holds() {
         let names = Names::new("rmq", "cancel_then_ack");
-        let (t, addr) = start(&names, config()).await;
+        let (t, addr) = start(config(&names)).await;
         run_check(
             async {
                 let (q, x) = (names.queue("q"), names.cqrs_id("x"));
@@ -278,7 +283,7 @@ mod transport_specific {
     async fn only_the_chosen_cqrs_ids_are_bound() {
         let names = Names::new("rmq", "bind_only");
         let (kept, skipped) = (names.cqrs_id("kept"), names.cqrs_id("skipped"));
-        let (t, addr) = start(&names, config().with_bind_only([kept.clone()])).await;
+        let (t, addr) = start(config(&names).with_bind_only([kept.clone()])).await;
         run_check(
             async {
                 let q = names.queue("q");
@@ -309,7 +314,7 @@ mod transport_specific {
     #[actix_rt::test]
     async fn a_message_too_large_for_a_frame_fails_without_touching_the_connection() {
         let names = Names::new("rmq", "oversized");
-        let (t, addr) = start(&names, config()).await;
+        let (t, addr) = start(config(&names)).await;
         run_check(
             async {
                 let (q, x) = (names.queue("q"), names.cqrs_id("x"));
@@ -336,8 +341,7 @@ mod transport_specific {
 
     #[actix_rt::test]
     async fn an_unreachable_broker_is_a_transport_error() {
-        let config = RabbitMqConfig::from_url("amqp://guest:guest@127.0.0.1:1/%2f")
-            .unwrap_or_else(|e| panic!("{e}"))
+        let config = config_at("amqp://guest:guest@127.0.0.1:1/%2f", "cqrs")
             .with_publish_timeout(Duration::from_millis(500));
         let err = RabbitMqTransport::connect(config)
             .await
@@ -347,8 +351,7 @@ mod transport_specific {
 
     #[actix_rt::test]
     async fn a_wrong_password_is_refused() {
-        let config = RabbitMqConfig::from_url("amqp://guest:not-the-password@127.0.0.1:5672/%2f")
-            .unwrap_or_else(|e| panic!("{e}"))
+        let config = config_at("amqp://guest:not-the-password@127.0.0.1:5672/%2f", "cqrs")
             .with_publish_timeout(Duration::from_millis(500));
         let err = RabbitMqTransport::connect(config)
             .await
@@ -359,7 +362,7 @@ mod transport_specific {
     #[actix_rt::test]
     async fn parking_a_copy_no_declared_queue_takes_back_is_refused() {
         let names = Names::new("rmq", "park_refused");
-        let (t, addr) = start(&names, config()).await;
+        let (t, addr) = start(config(&names)).await;
         run_check(
             async {
                 let message = OutgoingMessage {

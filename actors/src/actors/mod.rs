@@ -3,16 +3,19 @@
 //! Replica path: transport → [`Router`] (decode, validate, shard by `(cqrs_id, pk)`) →
 //! [`ReplicaApply`] × N (batched apply, ack after success) → on failure [`Retrier`] (park a copy
 //! with `retries + 1`, ack once parked) → when exhausted, expired, malformed or unknown
-//! [`DeadLetterer`] (publish confirmed, then ack). Master path: service code → [`Producer`] →
-//! transport (publish with confirm, a window of unconfirmed messages, in order).
+//! [`DeadLetterer`] (publish confirmed, then ack). Master path: outbox → relay → transport, or
+//! service code → [`Producer`] → transport (publish with confirm, a window of unconfirmed
+//! messages, in order).
 
 mod dead_letter;
 mod hand_back;
 mod producer;
+mod relay;
 mod replica_apply;
 mod retry;
 mod router;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -29,7 +32,8 @@ use crate::transport::{Declare, DeliveryTag, Settlement, TransportHandle};
 
 pub(crate) use dead_letter::{DeadLetterRequest, DeadLetterer};
 use hand_back::HandBack;
-pub use producer::{Produce, Producer};
+pub(crate) use producer::{Produce, Producer};
+pub(crate) use relay::{RelayHandle, RelaySettings};
 pub(crate) use replica_apply::{Apply, ReplicaApply};
 pub(crate) use retry::{Retrier, RetryRequest};
 pub(crate) use router::Router;
@@ -38,6 +42,8 @@ pub(crate) use router::Router;
 pub(crate) struct ReplicaShared {
     pub registry: Arc<Registry>,
     pub config: Arc<CqrsConfig>,
+    /// Each replica model's retry policy, resolved once at start.
+    pub policies: HashMap<String, RetryPolicy>,
     pub transport: TransportHandle,
     pub queue: String,
     pub dead_letter_queue: String,
@@ -48,9 +54,9 @@ pub(crate) struct ReplicaShared {
 
 impl ReplicaShared {
     pub fn retry_policy(&self, cqrs_id: &str) -> RetryPolicy {
-        self.registry
-            .replica(cqrs_id)
-            .and_then(|m| m.retry_policy().cloned())
+        self.policies
+            .get(cqrs_id)
+            .cloned()
             .unwrap_or_else(|| self.config.retry_policy(cqrs_id))
     }
 

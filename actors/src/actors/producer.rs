@@ -13,23 +13,30 @@ use crate::codec::{Codec, expiry_after};
 use crate::config::CqrsConfig;
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind, Result};
+use crate::outbox::EncodedEvent;
 use crate::registry::Registry;
 use crate::telemetry::{Metrics, envelope_span};
 use crate::transport::{Headers, OutgoingMessage, Route, TransportHandle};
+use crate::values;
 
-/// Publishes one envelope; resolves once the broker confirmed it. `expires` is stamped from the
-/// model's (or the configured) message TTL when the envelope has none.
+/// Publishes one event; resolves once the broker confirmed it.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<()>")]
-pub struct Produce {
-    /// The message.
-    pub envelope: Envelope,
-    /// Broadcast, or one replica queue (a directed SYNC).
-    pub route: Route,
+pub(crate) enum Produce {
+    /// An envelope published by hand: checked against its master model, `expires` stamped from
+    /// the model's (or the configured) message TTL when it has none, encoded with the codec.
+    Envelope {
+        /// The message.
+        envelope: Envelope,
+        /// Broadcast, or one replica queue (a directed SYNC).
+        route: Route,
+    },
+    /// An event a master table encoded at write time (direct mode): published as it is.
+    Encoded(EncodedEvent),
 }
 
-/// The master-side publishing actor.
-pub struct Producer {
+/// The master-side publishing actor of [`Publisher`](crate::Publisher) calls.
+pub(crate) struct Producer {
     transport: TransportHandle,
     registry: Arc<Registry>,
     config: Arc<CqrsConfig>,
@@ -63,11 +70,14 @@ impl Producer {
         }
     }
 
-    fn encode(
-        &self,
-        mut envelope: Envelope,
-        route: Route,
-    ) -> Result<Option<(OutgoingMessage, tracing::Span)>> {
+    fn encode(&self, produce: Produce) -> Result<Option<(OutgoingMessage, tracing::Span)>> {
+        let (mut envelope, route) = match produce {
+            Produce::Envelope { envelope, route } => (envelope, route),
+            Produce::Encoded(event) => {
+                let span = tracing::info_span!("cqrs.envelope", cqrs_id = %values::excerpt(event.cqrs_id()));
+                return Ok(Some((event.into_message(), span)));
+            }
+        };
         let model = self.registry.master(&envelope.cqrs_id).ok_or_else(|| {
             Error::new(
                 ErrorKind::Config,
@@ -142,7 +152,7 @@ impl Handler<Produce> for Producer {
     type Result = ResponseFuture<Result<()>>;
 
     fn handle(&mut self, msg: Produce, ctx: &mut Context<Self>) -> Self::Result {
-        let (message, span) = match self.encode(msg.envelope, msg.route) {
+        let (message, span) = match self.encode(msg) {
             Ok(Some(ok)) => ok,
             Ok(None) => return Box::pin(async { Ok(()) }),
             Err(e) => return Box::pin(async move { Err(e) }),

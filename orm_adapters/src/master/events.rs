@@ -1,7 +1,7 @@
 //! The events a master table records: `instance_data`, `previous_data`, meta, correlation id.
 
 use chrono::Utc;
-use cqrs_actors::{Envelope, Error, JsonObject, Result, Route, SignalType, expiry_after, values};
+use cqrs_actors::{Envelope, Error, JsonObject, Result, Route, SignalType, values};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, DatabaseTransaction, EntityTrait, IntoActiveModel,
     ModelTrait, Value,
@@ -27,10 +27,7 @@ where
             None => {
                 let mut data = JsonObject::new();
                 for column in &self.fields {
-                    data.insert(
-                        sea_orm::IdenStatic::as_str(column).to_owned(),
-                        to_json(&model.get(*column))?,
-                    );
+                    data.insert(self.wire_key(column), to_json(&model.get(*column))?);
                 }
                 data
             }
@@ -116,15 +113,11 @@ where
             .correlation
             .as_ref()
             .and_then(|f| f(signal, self.model.cqrs_id(), &pk, queue));
-        let mut envelope = Envelope::new(signal, self.model.cqrs_id().to_owned(), data)
+        Envelope::new(signal, self.model.cqrs_id().to_owned(), data)
             .with_pk(pk)
             .with_previous_data(previous)
             .with_meta(meta)
-            .with_correlation_id(correlation);
-        if let Some(ttl) = self.model.message_ttl() {
-            envelope = envelope.with_expires(ttl.map(expiry_after));
-        }
-        envelope
+            .with_correlation_id(correlation)
     }
 
     /// `previous_data` of a create: each tracked field with a value, as `null`.
@@ -136,7 +129,7 @@ where
             self.tracked
                 .iter()
                 .filter(|c| !is_null(&model.get(**c)))
-                .map(|c| (sea_orm::IdenStatic::as_str(c).to_owned(), Json::Null))
+                .map(|c| (self.wire_key(c), Json::Null))
                 .collect(),
         )
     }
@@ -154,7 +147,7 @@ where
         for c in &self.tracked {
             let (before, after) = (to_json(&old.get(*c))?, to_json(&new.get(*c))?);
             if before != after {
-                out.insert(sea_orm::IdenStatic::as_str(c).to_owned(), before);
+                out.insert(self.wire_key(c), before);
             }
         }
         Ok(Some(out))
@@ -167,10 +160,7 @@ where
         }
         let mut out = JsonObject::new();
         for c in &self.tracked {
-            out.insert(
-                sea_orm::IdenStatic::as_str(c).to_owned(),
-                to_json(&old.get(*c))?,
-            );
+            out.insert(self.wire_key(c), to_json(&old.get(*c))?);
         }
         Ok(Some(out))
     }

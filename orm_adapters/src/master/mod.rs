@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use cqrs_actors::{
-    Envelope, Error, ErrorKind, JsonObject, MasterModel, Publisher, Result, Route, SignalType,
+    EncodedEvent, Envelope, Error, ErrorKind, JsonObject, MasterModel, MasterRegistration,
+    MasterSlot, Result, Route, SignalType,
 };
 use futures_util::future::BoxFuture;
 use sea_orm::sea_query::Expr;
@@ -50,25 +51,29 @@ type CorrelationFn =
 type FilterFn<M> = Arc<dyn Fn(&M) -> bool + Send + Sync>;
 type DeleteDataFn<M> = Arc<dyn Fn(&M) -> Option<Json> + Send + Sync>;
 
-/// Where a master table's events go.
-#[derive(Clone)]
-pub enum Delivery {
-    /// Into the outbox, in the write's transaction; an [`OutboxRelay`](crate::OutboxRelay)
-    /// publishes them. Nothing is lost when the process dies after commit.
+/// How a master table's events leave: through an outbox (the default) or published after
+/// commit.
+#[derive(Clone, Debug)]
+pub enum Dispatch {
+    /// Into the outbox, in the write's transaction; the system relays it. Nothing is lost when
+    /// the process dies after commit.
     Outbox(Outbox),
     /// Published right after commit, like django-cqrs: an event is lost if the process dies
     /// between commit and publish, or if the publish fails (it is logged). Given a
     /// transaction of yours, the adapter's commit is a savepoint release, so the event goes out
     /// before your commit: use the outbox there.
-    Direct(Publisher),
+    AfterCommit,
 }
 
-impl fmt::Debug for Delivery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Delivery::Outbox(o) => f.debug_tuple("Outbox").field(o).finish(),
-            Delivery::Direct(_) => f.write_str("Direct"),
-        }
+impl From<Outbox> for Dispatch {
+    fn from(outbox: Outbox) -> Self {
+        Dispatch::Outbox(outbox)
+    }
+}
+
+impl From<&Outbox> for Dispatch {
+    fn from(outbox: &Outbox) -> Self {
+        Dispatch::Outbox(outbox.clone())
     }
 }
 
@@ -95,13 +100,16 @@ impl fmt::Debug for Delivery {
 /// #     pub enum Relation {}
 /// #     impl ActiveModelBehavior for ActiveModel {}
 /// # }
-/// use cqrs_orm_adapters::{Delivery, MasterTable, Outbox};
+/// use cqrs_actors::CqrsSystemBuilder;
+/// use cqrs_orm_adapters::{MasterTable, Outbox};
 /// use sea_orm::ActiveValue::Set;
-/// # async fn run(db: sea_orm::DatabaseConnection) -> cqrs_actors::Result<()> {
-/// let outbox = Outbox::default();
-/// outbox.create_table(&db).await?;
-/// let authors = MasterTable::new("author", author::Entity, Delivery::Outbox(outbox))?
+/// # async fn run(db: sea_orm::DatabaseConnection, transport: cqrs_actors::TransportHandle) -> cqrs_actors::Result<()> {
+/// let outbox = Outbox::new(db.clone());
+/// outbox.create_table().await?;
+/// let authors = MasterTable::new("author", author::Entity, &outbox)?
 ///     .with_tracked_fields([author::Column::Name]);
+/// // The system relays the outbox; writes fail until a started system registered the table.
+/// let system = CqrsSystemBuilder::new().master(&authors).transport(transport).start().await?;
 /// let created = authors
 ///     .insert(&db, author::ActiveModel { name: Set("Le Guin".into()), ..Default::default() })
 ///     .await?;
@@ -121,7 +129,10 @@ pub struct MasterTable<E: EntityTrait> {
     delete_data: Option<DeleteDataFn<E::Model>>,
     meta: Option<MetaFn>,
     correlation: Option<CorrelationFn>,
-    delivery: Delivery,
+    /// Column name → key in `instance_data` and `previous_data`, where they differ.
+    wire_keys: Vec<(E::Column, String)>,
+    dispatch: Dispatch,
+    slot: MasterSlot,
 }
 
 impl<E: EntityTrait> Clone for MasterTable<E> {
@@ -138,7 +149,9 @@ impl<E: EntityTrait> Clone for MasterTable<E> {
             delete_data: self.delete_data.clone(),
             meta: self.meta.clone(),
             correlation: self.correlation.clone(),
-            delivery: self.delivery.clone(),
+            wire_keys: self.wire_keys.clone(),
+            dispatch: self.dispatch.clone(),
+            slot: self.slot.clone(),
         }
     }
 }
@@ -148,7 +161,7 @@ impl<E: EntityTrait> fmt::Debug for MasterTable<E> {
         f.debug_struct("MasterTable")
             .field("cqrs_id", &self.model.cqrs_id())
             .field("produce", &self.model.produces())
-            .field("delivery", &self.delivery)
+            .field("dispatch", &self.dispatch)
             .finish()
     }
 }
@@ -163,8 +176,14 @@ where
     E::Model: IntoActiveModel<E::ActiveModel> + Sync,
     E::ActiveModel: ActiveModelTrait<Entity = E> + ActiveModelBehavior + Send,
 {
-    /// A master model publishing `entity`'s rows under `cqrs_id`, every column by default.
-    pub fn new(cqrs_id: impl Into<String>, entity: E, delivery: Delivery) -> Result<Self> {
+    /// A master model publishing `entity`'s rows under `cqrs_id`, every column by default,
+    /// through `dispatch` (an [`Outbox`], or [`Dispatch::AfterCommit`]). Register it with
+    /// [`CqrsSystemBuilder::master`](cqrs_actors::CqrsSystemBuilder::master) before writing.
+    pub fn new(
+        cqrs_id: impl Into<String>,
+        entity: E,
+        dispatch: impl Into<Dispatch>,
+    ) -> Result<Self> {
         let table = sea_orm::EntityName::table_name(&entity).to_owned();
         crate::columns::columns_of::<E>()?;
         let mut pks = E::PrimaryKey::iter().map(|p| p.into_column());
@@ -190,7 +209,9 @@ where
             delete_data: None,
             meta: None,
             correlation: None,
-            delivery,
+            wire_keys: Vec::new(),
+            dispatch: dispatch.into(),
+            slot: MasterSlot::default(),
         })
     }
 
@@ -205,6 +226,32 @@ where
         }
         self.fields = fields;
         self
+    }
+
+    /// Publishes these columns under other keys in `instance_data` and `previous_data`, e.g.
+    /// `(book::Column::AuthorId, "author")`: a Django master sends a foreign key under the
+    /// field's name, not the column's (`author`, not `author_id`).
+    #[must_use]
+    pub fn with_wire_keys<K: Into<String>>(
+        mut self,
+        keys: impl IntoIterator<Item = (E::Column, K)>,
+    ) -> Self {
+        for (column, key) in keys {
+            let name = sea_orm::IdenStatic::as_str(&column);
+            self.wire_keys
+                .retain(|(c, _)| sea_orm::IdenStatic::as_str(c) != name);
+            self.wire_keys.push((column, key.into()));
+        }
+        self
+    }
+
+    /// The key a column is published under.
+    pub(super) fn wire_key(&self, column: &E::Column) -> String {
+        let name = sea_orm::IdenStatic::as_str(column);
+        self.wire_keys
+            .iter()
+            .find(|(c, _)| sea_orm::IdenStatic::as_str(c) == name)
+            .map_or_else(|| name.to_owned(), |(_, key)| key.clone())
     }
 
     /// Builds `instance_data` with this function instead of the columns (django-cqrs
@@ -285,13 +332,6 @@ where
     #[must_use]
     pub fn cqrs_id(&self) -> &str {
         self.model.cqrs_id()
-    }
-
-    /// The model to register with [`CqrsSystem`](cqrs_actors::CqrsSystem), so its events can be
-    /// published.
-    #[must_use]
-    pub fn model(&self) -> MasterModel {
-        self.model.clone()
     }
 
     /// Inserts a row at revision 0 and records a SAVE.
@@ -391,20 +431,44 @@ where
     where
         C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
     {
+        let filter = Condition::all().add(self.pk.eq(pk.into()));
+        Ok(self.delete_many(db, filter).await? > 0)
+    }
+
+    /// Deletes every row matching `filter` and records one DELETE per row, in primary-key
+    /// order; returns the row count. Rows a database `ON DELETE CASCADE` removes publish
+    /// nothing: delete the children through their own table first, in the same transaction
+    /// (pass yours), so that every deleted row has its DELETE.
+    pub async fn delete_many<C>(&self, db: &C, filter: Condition) -> Result<u64>
+    where
+        C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
+    {
         let txn = crate::begin_write(db).await?;
-        let old = match self.locked(&txn, pk.into()).await {
-            Ok(old) => old,
-            Err(e) if e.kind() == ErrorKind::InvalidData => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        E::delete_many()
-            .filter(self.pk.eq(old.get(self.pk)))
-            .exec(&txn)
+        let mut select = E::find().filter(filter).order_by_asc(self.pk);
+        if txn.get_database_backend() != sea_orm::DbBackend::Sqlite {
+            select = select.lock_exclusive();
+        }
+        let old = select
+            .all(&txn)
             .await
-            .map_err(|e| db_error("deleting a master row", e))?;
-        let events = self.delete_event(&old)?.into_iter().collect();
+            .map_err(|e| db_error("selecting rows to delete", e))?;
+        if old.is_empty() {
+            txn.commit().await.map_err(|e| db_error("commit", e))?;
+            return Ok(0);
+        }
+        for chunk in old.chunks(1000) {
+            E::delete_many()
+                .filter(self.pk.is_in(chunk.iter().map(|m| m.get(self.pk))))
+                .exec(&txn)
+                .await
+                .map_err(|e| db_error("deleting master rows", e))?;
+        }
+        let mut events = Vec::with_capacity(old.len());
+        for row in &old {
+            events.extend(self.delete_event(row)?);
+        }
         self.finish(txn, events).await?;
-        Ok(true)
+        Ok(old.len() as u64)
     }
 
     /// Updates every row matching `filter` in one statement, setting `set`, bumping each row's
@@ -483,14 +547,23 @@ where
         self.is_sync_instance.as_ref().is_none_or(|f| f(model))
     }
 
-    /// Writes the events (outbox) and commits, then wakes the relay or publishes (direct).
+    /// Encodes the events as the system said, writes them (outbox) and commits, then wakes
+    /// the relay or publishes (after commit). Fails before anything is committed when no
+    /// started system registered the table.
     pub(super) async fn finish(
         &self,
         txn: DatabaseTransaction,
         events: Vec<(Envelope, Route)>,
     ) -> Result<()> {
-        match &self.delivery {
-            Delivery::Outbox(outbox) => {
+        let binding = self.slot.get(self.model.cqrs_id())?;
+        let events = events
+            .into_iter()
+            .map(|(envelope, route)| {
+                EncodedEvent::encode(envelope, route, binding.codec, binding.message_ttl)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        match &self.dispatch {
+            Dispatch::Outbox(outbox) => {
                 if !events.is_empty() {
                     outbox.write(&txn, &events).await?;
                 }
@@ -499,11 +572,11 @@ where
                     outbox.wake();
                 }
             }
-            Delivery::Direct(publisher) => {
+            Dispatch::AfterCommit => {
                 txn.commit().await.map_err(|e| db_error("commit", e))?;
                 let pending: Vec<_> = events
                     .into_iter()
-                    .map(|(envelope, route)| publisher.publish(envelope, route))
+                    .map(|event| binding.publisher.publish_encoded(event))
                     .collect();
                 for result in futures_util::future::join_all(pending).await {
                     if let Err(e) = result {
@@ -513,6 +586,17 @@ where
             }
         }
         Ok(())
+    }
+}
+
+impl<E: EntityTrait> From<&MasterTable<E>> for MasterRegistration {
+    fn from(table: &MasterTable<E>) -> Self {
+        let registration =
+            MasterRegistration::new(table.model.clone()).with_slot(table.slot.clone());
+        match &table.dispatch {
+            Dispatch::Outbox(outbox) => registration.with_outbox(outbox.store()),
+            Dispatch::AfterCommit => registration,
+        }
     }
 }
 

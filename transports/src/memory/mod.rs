@@ -102,6 +102,30 @@ impl Default for MemoryBroker {
     }
 }
 
+thread_local! {
+    /// The brokers of `memory://` URLs, by URL, on this thread (an actix system runs its
+    /// actors on one).
+    static SHARED: std::cell::RefCell<HashMap<String, Addr<MemoryBroker>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// The broker `url` names on this thread, started on first use (and again once it stopped).
+pub(crate) fn shared(url: &str) -> TransportHandle {
+    let key = url.trim_end_matches('/').to_ascii_lowercase();
+    SHARED.with(|shared| {
+        let mut shared = shared.borrow_mut();
+        let addr = match shared.get(&key) {
+            Some(addr) if addr.connected() => addr.clone(),
+            _ => {
+                let addr = MemoryBroker::default().start();
+                shared.insert(key, addr.clone());
+                addr
+            }
+        };
+        TransportHandle::new("memory", &addr)
+    })
+}
+
 /// The channel number of every memory delivery tag.
 const CHANNEL: u64 = 1;
 
@@ -122,6 +146,9 @@ impl MemoryBroker {
     }
 
     /// Starts the broker and returns the transport handle and its address.
+    ///
+    /// Each call starts a broker of its own; systems that connect by URL share the broker of
+    /// their URL (`memory://` or `memory://<name>`) within one actix system.
     #[must_use]
     pub fn start_transport(self) -> (TransportHandle, Addr<MemoryBroker>) {
         let addr = self.start();

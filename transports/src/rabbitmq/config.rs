@@ -7,7 +7,7 @@ use std::time::Duration;
 use cqrs_actors::{Error, Result};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 
-use super::publisher::Limits;
+use super::confirm::Limits;
 
 /// The kind of queue the transport declares for replica, dead-letter and parking queues.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -22,17 +22,26 @@ pub enum QueueType {
 
 /// How the RabbitMQ transport connects and behaves.
 ///
-/// Built from a URL with [`RabbitMqConfig::from_url`]:
-/// `amqp[s]://user:password@host:port/vhost?heartbeat=30&connection_name=billing`.
-/// The virtual host is the percent-decoded path (`/%2f` and an empty path both mean `/`);
-/// `heartbeat` (seconds), `connection_timeout` (milliseconds) and `connection_name` come from
-/// the query. `amqps://` needs the `rabbitmq-tls` feature.
+/// Built from a service's [`CqrsConfig`](cqrs_actors::CqrsConfig) with
+/// [`RabbitMqConfig::from_cqrs_config`], so that the URL and the exchange exist once: the
+/// `url` is `amqp[s]://user:password@host:port/vhost?heartbeat=30&connection_name=billing`
+/// (the virtual host is the percent-decoded path, `/%2f` and an empty path both mean `/`;
+/// `heartbeat` in seconds, `connection_timeout` in milliseconds and `connection_name` come from
+/// the query; `amqps://` needs the `rabbitmq-tls` feature), the exchange is `exchange`, the
+/// publish window `master.publish_window`, and the `[rabbitmq]` table (or
+/// `CQRS_RABBITMQ__<KEY>` variables) sets the rest: `queue_type` (`"classic"` or `"quorum"`),
+/// `consumers`, `publish_timeout` (seconds), `publish_attempts`, `bind_only` (CQRS ids),
+/// `park_tiers` (seconds), `reconnect_min` and `reconnect_max` (seconds).
 ///
 /// ```
+/// use cqrs_actors::CqrsConfig;
 /// use cqrs_transports::rabbitmq::{QueueType, RabbitMqConfig};
-/// let config = RabbitMqConfig::from_url("amqp://svc:secret@127.0.0.1:5672/%2f?heartbeat=10")?
-///     .with_exchange("cqrs")
-///     .with_queue_type(QueueType::Classic);
+/// let service = CqrsConfig::from_toml_str(
+///     "url = \"amqp://svc:secret@127.0.0.1:5672/%2f?heartbeat=10\"\n\
+///      [rabbitmq]\nqueue_type = \"quorum\"\nconsumers = 2",
+/// )?;
+/// let config = RabbitMqConfig::from_cqrs_config(&service)?;
+/// assert_eq!(config.queue_type(), QueueType::Quorum);
 /// assert!(!format!("{config:?}").contains("secret"));
 /// # Ok::<(), cqrs_actors::Error>(())
 /// ```
@@ -85,7 +94,7 @@ const DEFAULT_TIERS_MS: [u64; 10] = [
 impl RabbitMqConfig {
     /// Parses an `amqp://` or `amqps://` URL. Missing parts default to `guest:guest`,
     /// `localhost`, port 5672 (5671 for `amqps`) and the virtual host `/`.
-    pub fn from_url(url: &str) -> Result<Self> {
+    pub(crate) fn from_url(url: &str) -> Result<Self> {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| Error::config("url", "expected amqp://... or amqps://..."))?;
@@ -178,30 +187,94 @@ impl RabbitMqConfig {
         Ok(config)
     }
 
-    /// The URL and exchange of a service's [`CqrsConfig`](cqrs_actors::CqrsConfig) (its
-    /// `url` must be `amqp://` or `amqps://`).
+    /// The transport a service's [`CqrsConfig`](cqrs_actors::CqrsConfig) describes: its `url`
+    /// (`amqp://` or `amqps://`), `exchange`, `master.publish_window` and `[rabbitmq]` options.
+    /// An unknown option or a value of the wrong type is an error naming `rabbitmq.<key>`.
     pub fn from_cqrs_config(config: &cqrs_actors::CqrsConfig) -> Result<Self> {
-        Ok(Self::from_url(config.url().expose())?.with_exchange(config.exchange()))
+        let mut out = Self::from_url(config.url().expose())?;
+        out.exchange = config.exchange().to_owned();
+        out.publish_window = (config.master().publish_window() as usize).max(1);
+        if let Some(options) = config.transport_options("rabbitmq") {
+            out = out.with_options(options)?;
+        }
+        Ok(out)
     }
 
-    /// The exchange (default `cqrs`).
-    #[must_use]
-    pub fn with_exchange(mut self, exchange: impl Into<String>) -> Self {
-        self.exchange = exchange.into();
-        self
+    fn with_options(mut self, options: &toml::Table) -> Result<Self> {
+        for (key, value) in options {
+            let name = format!("rabbitmq.{key}");
+            let wrong = |what: &str| Error::config(&name, format!("expected {what}"));
+            let seconds = |v: &toml::Value| -> Result<Duration> {
+                let secs = match v {
+                    toml::Value::Integer(n) => *n as f64,
+                    toml::Value::Float(f) => *f,
+                    _ => return Err(wrong("a number of seconds")),
+                };
+                if secs.is_finite() && (0.0..1e9).contains(&secs) {
+                    Ok(Duration::from_secs_f64(secs))
+                } else {
+                    Err(wrong("a number of seconds from 0"))
+                }
+            };
+            let count = |v: &toml::Value| -> Result<u32> {
+                v.as_integer()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| wrong("a positive integer"))
+            };
+            self = match key.as_str() {
+                "queue_type" => match value.as_str() {
+                    Some("classic") => self.with_queue_type(QueueType::Classic),
+                    Some("quorum") => self.with_queue_type(QueueType::Quorum),
+                    _ => return Err(wrong("\"classic\" or \"quorum\"")),
+                },
+                "consumers" => self.with_consumers(count(value)? as usize),
+                "publish_timeout" => self.with_publish_timeout(seconds(value)?),
+                "publish_attempts" => self.with_publish_attempts(count(value)?),
+                "bind_only" => {
+                    let ids = value
+                        .as_array()
+                        .and_then(|a| {
+                            a.iter()
+                                .map(|v| v.as_str().map(str::to_owned))
+                                .collect::<Option<Vec<_>>>()
+                        })
+                        .ok_or_else(|| wrong("a list of CQRS ids"))?;
+                    self.with_bind_only(ids)
+                }
+                "park_tiers" => {
+                    let tiers = value
+                        .as_array()
+                        .ok_or_else(|| wrong("a list of seconds"))?
+                        .iter()
+                        .map(seconds)
+                        .collect::<Result<Vec<_>>>()?;
+                    self.with_park_tiers(tiers)
+                }
+                "reconnect_min" => {
+                    let max = self.reconnect_max;
+                    self.with_reconnect_backoff(seconds(value)?, max)
+                }
+                "reconnect_max" => {
+                    let min = self.reconnect_min;
+                    self.with_reconnect_backoff(min, seconds(value)?)
+                }
+                _ => {
+                    return Err(Error::config(
+                        &name,
+                        "unknown option; known: queue_type, consumers, publish_timeout, \
+                         publish_attempts, bind_only, park_tiers, reconnect_min, reconnect_max",
+                    ));
+                }
+            };
+        }
+        Ok(self)
     }
 
     /// Classic (default, as django-cqrs) or quorum queues.
     #[must_use]
     pub fn with_queue_type(mut self, queue_type: QueueType) -> Self {
         self.queue_type = queue_type;
-        self
-    }
-
-    /// At most this many publishes awaiting their broker confirm at once (default 1000).
-    #[must_use]
-    pub fn with_publish_window(mut self, window: usize) -> Self {
-        self.publish_window = window.max(1);
         self
     }
 

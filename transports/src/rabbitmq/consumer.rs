@@ -15,9 +15,9 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Consumer};
 use tokio::sync::Mutex;
 
+use super::confirm::{ConfirmPipeline, Outgoing};
 use super::lapin_error;
 use super::link::{Link, open_channel};
-use super::publisher::{Outgoing, Publisher};
 use super::topology::{self, HEADER_DUE, HEADER_TIER};
 
 /// Most deliveries in one [`Deliveries`] batch.
@@ -78,7 +78,7 @@ pub(crate) struct Forward {
     pub unacked: Arc<Mutex<BTreeSet<u64>>>,
     pub recipient: Recipient<Deliveries>,
     pub gone: Recipient<ChannelGone>,
-    pub publisher: Publisher,
+    pub publisher: ConfirmPipeline,
     pub tiers: Vec<Duration>,
 }
 

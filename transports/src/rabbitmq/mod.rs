@@ -19,10 +19,10 @@
 //! ```
 
 mod config;
+mod confirm;
 mod consumer;
 mod link;
 mod outgoing;
-mod publisher;
 mod subscriptions;
 mod topology;
 
@@ -38,9 +38,9 @@ use lapin::types::FieldTable;
 use tokio::sync::{mpsc, watch};
 
 pub use config::{QueueType, RabbitMqConfig};
+use confirm::ConfirmPipeline;
 use consumer::ChannelEntry;
 use link::{LinkRx, open_channel, wait_link};
-use publisher::Publisher;
 use subscriptions::ConsumerSpec;
 
 /// The `tracing` filter directive that keeps credentials out of logs: add it to the
@@ -64,7 +64,7 @@ pub struct RabbitMqTransport {
     link: LinkRx,
     /// Reports a lost connection; dropping the last sender stops the connection task.
     lost: mpsc::UnboundedSender<u64>,
-    publisher: Publisher,
+    publisher: ConfirmPipeline,
     topology: Arc<Mutex<Vec<Declare>>>,
     bound: BTreeSet<String>,
     consumers: BTreeMap<ConsumerTag, ConsumerSpec>,
@@ -90,6 +90,7 @@ impl RabbitMqTransport {
     /// the background, and requests wait for the connection up to the publish timeout.
     #[must_use]
     pub fn start(config: RabbitMqConfig) -> (TransportHandle, Addr<RabbitMqTransport>) {
+        let exchange = config.exchange().to_owned();
         let config = Arc::new(config);
         let addr = RabbitMqTransport::create(|ctx| {
             let (link_tx, link_rx) = watch::channel(None);
@@ -101,7 +102,7 @@ impl RabbitMqTransport {
                 ctx.address().recipient().downgrade(),
             );
             let publisher =
-                Publisher::spawn(link_rx.clone(), lost.clone(), config.publish_limits());
+                ConfirmPipeline::spawn(link_rx.clone(), lost.clone(), config.publish_limits());
             RabbitMqTransport {
                 config,
                 link: link_rx,
@@ -116,7 +117,10 @@ impl RabbitMqTransport {
                 connections: 0,
             }
         });
-        (TransportHandle::new("rabbitmq", &addr), addr)
+        (
+            TransportHandle::new("rabbitmq", &addr).with_exchange(exchange),
+            addr,
+        )
     }
 
     /// Starts the transport and waits for the first connection (up to the publish timeout),

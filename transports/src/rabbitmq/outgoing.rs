@@ -9,7 +9,7 @@ use cqrs_actors::{Error, ErrorKind, Result, Route};
 use lapin::BasicProperties;
 use lapin::types::{FieldTable, ShortString};
 
-use super::publisher::Outgoing;
+use super::confirm::Outgoing;
 use super::{RabbitMqTransport, consumer, topology};
 
 impl RabbitMqTransport {

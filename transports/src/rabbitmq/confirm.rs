@@ -50,7 +50,7 @@ struct Job {
 
 /// The handle on the publishing task. Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct Publisher {
+pub(crate) struct ConfirmPipeline {
     jobs: mpsc::UnboundedSender<Job>,
 }
 
@@ -65,7 +65,7 @@ pub(crate) struct Limits {
     pub attempts: u32,
 }
 
-impl Publisher {
+impl ConfirmPipeline {
     pub fn spawn(link: LinkRx, lost: mpsc::UnboundedSender<u64>, limits: Limits) -> Self {
         let (jobs, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(rx, link, lost, limits));
@@ -429,7 +429,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             attempts: 3,
         };
-        let publisher = Publisher::spawn(link_rx.clone(), lost, limits);
+        let publisher = ConfirmPipeline::spawn(link_rx.clone(), lost, limits);
         let started = Instant::now();
         let refused = publisher.publish(outgoing(&format!("{unique}_missing"), "x"));
         let good = publisher.publish(outgoing("", &unique));

@@ -1,0 +1,329 @@
+//! The outbox relay: publishes an outbox's events in order, as they were encoded at commit,
+//! with one window of unconfirmed publishes, and deletes them once the broker confirmed them.
+//! The system starts one per registered outbox and stops it on shutdown.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use tokio::sync::Notify;
+
+use crate::error::{ErrorKind, Result};
+use crate::outbox::OutboxStore;
+use crate::telemetry::Metrics;
+use crate::transport::TransportHandle;
+
+/// Rows relayed per round before the relay reads the outbox from its start again, so that a row
+/// committed late with a lower id is not left waiting behind a busy stream.
+const ROUND_ROWS: usize = 20_000;
+
+/// How often the relay looks for events of CQRS ids no master model is registered for.
+const UNKNOWN_CHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// How a relay paces itself (from `[master]`).
+#[derive(Debug, Clone)]
+pub(crate) struct RelaySettings {
+    pub window: usize,
+    pub poll_interval: Duration,
+    pub lease_ttl: Duration,
+    pub owner: String,
+}
+
+/// What the system and a running relay share.
+#[derive(Default)]
+pub(crate) struct RelayControl {
+    stopping: AtomicBool,
+    stop: Notify,
+    /// Notified after every deletion of relayed events.
+    progress: Notify,
+}
+
+/// A running relay.
+pub(crate) struct RelayHandle {
+    pub outbox: Arc<dyn OutboxStore>,
+    pub cqrs_ids: Arc<[String]>,
+    control: Arc<RelayControl>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RelayHandle {
+    /// Starts relaying on the current arbiter.
+    pub fn start(
+        outbox: Arc<dyn OutboxStore>,
+        cqrs_ids: Vec<String>,
+        transport: TransportHandle,
+        settings: RelaySettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let control = Arc::new(RelayControl::default());
+        let cqrs_ids: Arc<[String]> = cqrs_ids.into();
+        let relay = Relay {
+            outbox: Arc::clone(&outbox),
+            cqrs_ids: Arc::clone(&cqrs_ids),
+            transport,
+            settings,
+            metrics,
+            control: Arc::clone(&control),
+            warned: BTreeSet::new(),
+            checked: None,
+        };
+        let task = actix::spawn(relay.supervise());
+        Self {
+            outbox,
+            cqrs_ids,
+            control,
+            task: Some(task),
+        }
+    }
+
+    /// Waits until every event of the registered CQRS ids written before this call is
+    /// confirmed by the broker and deleted.
+    pub async fn flush(&self) -> Result<()> {
+        let Some(mark) = self.outbox.last_id().await? else {
+            return Ok(());
+        };
+        loop {
+            let progress = self.control.progress.notified();
+            let first = self.outbox.read(0, 1, &self.cqrs_ids).await?;
+            if first.first().is_none_or(|e| e.id > mark) {
+                return Ok(());
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), progress).await;
+        }
+    }
+
+    /// Stops reading, waits for the publishes in flight, deletes what they confirmed and gives
+    /// the lease up.
+    pub async fn stop(&mut self) {
+        self.control.stopping.store(true, Ordering::SeqCst);
+        self.control.stop.notify_waiters();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RelayHandle {
+    fn drop(&mut self) {
+        // A system dropped without shutdown stops relaying as a crash would: the lease expires
+        // and unconfirmed events are published again by the next holder.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// What one round ended with.
+enum Round {
+    /// The outbox is empty (as far as this round saw).
+    Idle,
+    /// More may be waiting: go again at once.
+    Busy,
+    /// Another process holds the lease.
+    NotLeader,
+    /// Asked to stop.
+    Stopped,
+}
+
+type Pending = Pin<Box<dyn Future<Output = Result<()>>>>;
+
+struct Relay {
+    outbox: Arc<dyn OutboxStore>,
+    cqrs_ids: Arc<[String]>,
+    transport: TransportHandle,
+    settings: RelaySettings,
+    metrics: Arc<Metrics>,
+    control: Arc<RelayControl>,
+    /// CQRS ids already reported as having events but no master model.
+    warned: BTreeSet<String>,
+    checked: Option<Instant>,
+}
+
+impl Relay {
+    fn stopping(&self) -> bool {
+        self.control.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Runs the relay; a panic in it is logged and the relay starts again.
+    async fn supervise(mut self) {
+        loop {
+            match AssertUnwindSafe(self.run()).catch_unwind().await {
+                Ok(()) => break,
+                Err(_) => {
+                    tracing::error!(outbox = %self.outbox.name(), "outbox relay panicked; starting it again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        if let Err(e) = self.outbox.release(&self.settings.owner).await {
+            tracing::warn!(outbox = %self.outbox.name(), error = %e, "could not release the outbox lease; another relay takes over when it expires");
+        }
+    }
+
+    async fn run(&mut self) {
+        let mut backoff = Duration::from_millis(100);
+        while !self.stopping() {
+            let round = self.round().await;
+            let pause = match round {
+                Ok(Round::Stopped) => return,
+                Ok(Round::Busy) => {
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+                Ok(Round::Idle) => {
+                    backoff = Duration::from_millis(100);
+                    self.report_unknown_ids().await;
+                    let wake = self.outbox.wake_signal();
+                    let woken = wake.notified();
+                    let stop = self.control.stop.notified();
+                    if self.stopping() {
+                        return;
+                    }
+                    tokio::select! {
+                        () = woken => {}
+                        () = stop => {}
+                        () = tokio::time::sleep(self.settings.poll_interval) => {}
+                    }
+                    continue;
+                }
+                Ok(Round::NotLeader) => self.settings.poll_interval,
+                Err(e) => {
+                    // The events stay in the outbox and are tried again, in order; nothing
+                    // behind the failing one is published until it goes out.
+                    tracing::error!(outbox = %self.outbox.name(), error = %e, retry_in = ?backoff, "outbox relay failed; events wait in the outbox");
+                    let pause = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    pause
+                }
+            };
+            let stop = self.control.stop.notified();
+            if self.stopping() {
+                return;
+            }
+            tokio::select! {
+                () = stop => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Logs, once per id, events that wait for a CQRS id no master model of this system is
+    /// registered for: they stay in the outbox for a process that registers it.
+    async fn report_unknown_ids(&mut self) {
+        if self
+            .checked
+            .is_some_and(|t| t.elapsed() < UNKNOWN_CHECK_EVERY)
+        {
+            return;
+        }
+        self.checked = Some(Instant::now());
+        let waiting = match self.outbox.waiting().await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!(outbox = %self.outbox.name(), error = %e, "could not count the outbox");
+                return;
+            }
+        };
+        for (cqrs_id, count) in waiting {
+            if self.cqrs_ids.contains(&cqrs_id) || !self.warned.insert(cqrs_id.clone()) {
+                continue;
+            }
+            tracing::error!(outbox = %self.outbox.name(), cqrs_id = %crate::values::excerpt(&cqrs_id), events = count, "events wait in the outbox for a CQRS id no master model is registered for; they stay there until a process that registers it relays them");
+        }
+    }
+
+    async fn renew(&self) -> Result<bool> {
+        self.outbox
+            .lease(&self.settings.owner, self.settings.lease_ttl)
+            .await
+    }
+
+    /// Relays from the start of the outbox until it is empty or [`ROUND_ROWS`] went out.
+    async fn round(&self) -> Result<Round> {
+        if !self.renew().await? {
+            return Ok(Round::NotLeader);
+        }
+        let window = self.settings.window;
+        let refill = (window / 2).max(1);
+        let renew_every = self.settings.lease_ttl / 3;
+        let mut renewed = Instant::now();
+        let mut cursor = 0;
+        let mut exhausted = false;
+        let mut sent = 0;
+        let mut in_flight: VecDeque<(i64, Pending)> = VecDeque::with_capacity(window);
+        let mut confirmed: Vec<i64> = Vec::with_capacity(window);
+        loop {
+            // Events published but not yet deleted (in flight or confirmed) never exceed the
+            // window: that bounds what a crash can make the next holder send twice.
+            let stopping = self.stopping();
+            if !stopping
+                && !exhausted
+                && in_flight.len() + confirmed.len() < refill
+                && sent < ROUND_ROWS
+            {
+                self.flush(&mut confirmed).await?;
+                let want = window - in_flight.len();
+                let rows = self.outbox.read(cursor, want, &self.cqrs_ids).await?;
+                exhausted = rows.len() < want;
+                for row in rows {
+                    cursor = row.id;
+                    sent += 1;
+                    let publish = self.transport.publish(row.event.into_message());
+                    in_flight.push_back((row.id, Box::pin(publish)));
+                }
+            }
+            let Some((id, publish)) = in_flight.pop_front() else {
+                self.flush(&mut confirmed).await?;
+                return Ok(if stopping {
+                    Round::Stopped
+                } else if exhausted {
+                    Round::Idle
+                } else {
+                    Round::Busy
+                });
+            };
+            match publish.await {
+                Ok(()) => self.metrics.add_published(1),
+                // No replica queue is bound to the CQRS id: the broker took the event and
+                // delivered it to nobody, as it does for a django-cqrs master. Holding the row
+                // would stop the outbox until some replica appears.
+                Err(e) if e.kind() == ErrorKind::Unroutable => {
+                    tracing::warn!(outbox = %self.outbox.name(), id, error = %e, "CQRS event reached no queue");
+                }
+                Err(e) => {
+                    // Later publishes may still go out; their rows stay, so they are sent again
+                    // in order after the failed one.
+                    self.flush(&mut confirmed).await?;
+                    return Err(e);
+                }
+            }
+            confirmed.push(id);
+            if confirmed.len() >= refill {
+                self.flush(&mut confirmed).await?;
+            }
+            if renewed.elapsed() >= renew_every {
+                renewed = Instant::now();
+                if !self.renew().await? {
+                    self.flush(&mut confirmed).await?;
+                    tracing::warn!(outbox = %self.outbox.name(), "outbox relay lost its lease");
+                    return Ok(Round::NotLeader);
+                }
+            }
+        }
+    }
+
+    async fn flush(&self, confirmed: &mut Vec<i64>) -> Result<()> {
+        if confirmed.is_empty() {
+            return Ok(());
+        }
+        self.outbox.delete(confirmed).await?;
+        confirmed.clear();
+        self.control.progress.notify_waiters();
+        Ok(())
+    }
+}
