@@ -144,6 +144,12 @@ struct MemoryInner {
     wake: Arc<Notify>,
 }
 
+impl MemoryInner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 #[derive(Default)]
 struct MemoryState {
     next_id: i64,
@@ -167,10 +173,7 @@ impl MemoryOutbox {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.lock()
     }
 
     /// Appends events in order and wakes the relay.
@@ -186,6 +189,13 @@ impl MemoryOutbox {
         self.inner.wake.notify_one();
     }
 
+    /// The port the system relays: the same value for every clone, so that registrations
+    /// sharing this outbox share one relay.
+    #[must_use]
+    pub fn store(&self) -> Arc<dyn OutboxStore> {
+        Arc::clone(&self.inner) as Arc<dyn OutboxStore>
+    }
+
     /// Events waiting.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -199,7 +209,7 @@ impl MemoryOutbox {
     }
 }
 
-impl OutboxStore for MemoryOutbox {
+impl OutboxStore for MemoryInner {
     fn name(&self) -> &str {
         "memory"
     }
@@ -267,6 +277,6 @@ impl OutboxStore for MemoryOutbox {
     }
 
     fn wake_signal(&self) -> Arc<Notify> {
-        Arc::clone(&self.inner.wake)
+        Arc::clone(&self.wake)
     }
 }

@@ -95,6 +95,20 @@ impl Vhost {
         close_all_connections(self.name.clone()).await;
     }
 
+    /// The names of the topic exchanges declared here (the broker's own `amq.*` and default
+    /// ones and the replicas' `<queue>.park` exchanges left out).
+    pub fn exchanges(&self) -> Vec<String> {
+        let out = rabbitmqctl(&["list_exchanges", "-q", "-p", &self.name, "name"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        out.lines()
+            .map(str::trim)
+            .filter(|n| {
+                !n.is_empty() && !n.starts_with("amq.") && !n.ends_with(".park") && *n != "name"
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Ready message count of `queue`, as the broker tells it.
     pub fn ready(&self, queue: &str) -> u64 {
         let out = rabbitmqctl(&[
