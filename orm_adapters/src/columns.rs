@@ -203,6 +203,19 @@ impl Column {
 
 /// The columns of an entity, in declaration order; an unsupported column type is a
 /// configuration error naming the column.
+/// A `cqrs_revision` read from a row or a model, whichever integer type the column has: the
+/// one reader of the master and replica sides.
+pub(crate) fn revision_of(value: &Value) -> Result<i64> {
+    match value {
+        Value::BigInt(Some(v)) => Ok(*v),
+        Value::Int(Some(v)) => Ok(i64::from(*v)),
+        Value::SmallInt(Some(v)) => Ok(i64::from(*v)),
+        other => Err(Error::invalid_data(format!(
+            "cqrs_revision is not an integer: {other:?}"
+        ))),
+    }
+}
+
 pub(crate) fn columns_of<E: EntityTrait>() -> Result<Vec<Column>> {
     E::Column::iter()
         .map(|c| {

@@ -8,7 +8,8 @@ use sea_orm::{
 };
 use serde_json::Value as Json;
 
-use super::{MasterTable, MetaInput, revision_of};
+use super::{MasterTable, MetaInput};
+use crate::columns::revision_of;
 use crate::columns::to_json;
 
 impl<E> MasterTable<E>

@@ -9,7 +9,8 @@ use sea_orm::{
 };
 use serde_json::Value as Json;
 
-use super::{MasterTable, revision_of};
+use super::MasterTable;
+use crate::columns::revision_of;
 use crate::columns::to_json;
 use crate::db_error;
 

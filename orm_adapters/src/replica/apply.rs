@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use cqrs_actors::revision::{Decision, decide};
-use cqrs_actors::{Applied, Error, ReplicaEvent, Result, SignalType, Skip, values};
+use cqrs_actors::{Applied, ReplicaEvent, Result, SignalType, Skip, values};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, Value};
 
 use super::{Prepared, ReplicaTable, RowChange};
@@ -310,14 +310,7 @@ impl ReplicaTable {
 }
 
 fn read_revision(row: &sea_orm::QueryResult, index: usize, column: &Column) -> Result<i64> {
-    match column.read(row, index)? {
-        Value::BigInt(Some(v)) => Ok(v),
-        Value::Int(Some(v)) => Ok(i64::from(v)),
-        Value::SmallInt(Some(v)) => Ok(i64::from(v)),
-        other => Err(Error::invalid_data(format!(
-            "stored cqrs_revision is not an integer: {other:?}"
-        ))),
-    }
+    crate::columns::revision_of(&column.read(row, index)?)
 }
 
 /// How a planned row is written.
