@@ -51,6 +51,8 @@ pub mod transports {
 /// The SeaORM adapters (feature `sea-orm`; drivers with `postgres`, `mysql`, `sqlite`).
 #[cfg(feature = "sea-orm")]
 pub mod orm {
+    #[cfg(feature = "migration")]
+    pub use cqrs_orm_adapters::migration;
     pub use cqrs_orm_adapters::{
         Dispatch, Hook, MasterTable, MetaInput, Outbox, ReplicaTable, RowChange, Serializer,
         Tombstones, db_error, to_json,

@@ -12,12 +12,16 @@
 //! - [`Tombstones`]: opt-in memory of deletes, so a stale SAVE cannot resurrect a row.
 //! - [`db_error`]: database errors classified by meaning: bad data is dead-lettered at once,
 //!   what can pass (a lost connection, a parent row that arrives later) is retried.
+//! - `migration` (feature `migration`): the outbox and tombstone tables as SeaORM migrations,
+//!   for a service's own migrator.
 //!
 //! Enable the drivers with the features `postgres`, `mysql` and `sqlite`.
 
 mod columns;
 mod db_error;
 mod master;
+#[cfg(feature = "migration")]
+pub mod migration;
 mod outbox;
 mod replica;
 mod sql;

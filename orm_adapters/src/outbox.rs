@@ -64,7 +64,7 @@ impl Outbox {
         Self {
             inner: Arc::new(Store {
                 db,
-                lease_table: format!("{table}_lease"),
+                lease_table: lease_table(&table),
                 table,
                 wake: Arc::new(Notify::new()),
             }),
@@ -149,6 +149,11 @@ impl Outbox {
         }
         Ok(())
     }
+}
+
+/// The name of the lease table of the outbox `table`.
+pub(crate) fn lease_table(table: &str) -> String {
+    format!("{table}_lease")
 }
 
 /// The statements that create the outbox and its lease table.

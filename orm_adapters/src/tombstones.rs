@@ -37,16 +37,11 @@ impl Tombstones {
         &self.table
     }
 
-    /// Creates the table if it does not exist.
+    /// Creates the table if it does not exist (the migration, for services that do not manage
+    /// their schema otherwise; feature `migration` has it as a SeaORM migration).
     pub async fn create_table(&self, db: &impl ConnectionTrait) -> Result<()> {
         let d = Dialect::of(db.get_database_backend())?;
-        let t = d.ident(&self.table);
-        let sql = format!(
-            "CREATE TABLE IF NOT EXISTS {t} (table_name VARCHAR(191) NOT NULL, \
-             pk VARCHAR(191) NOT NULL, revision BIGINT NOT NULL, \
-             PRIMARY KEY (table_name, pk))"
-        );
-        db.execute_unprepared(&sql)
+        db.execute_unprepared(&create_statement(d, &self.table))
             .await
             .map_err(|e| db_error("creating the tombstone table", e))?;
         Ok(())
@@ -131,4 +126,14 @@ impl Tombstones {
         }
         Ok(())
     }
+}
+
+/// The statement that creates the tombstone table.
+pub(crate) fn create_statement(d: Dialect, table: &str) -> String {
+    let t = d.ident(table);
+    format!(
+        "CREATE TABLE IF NOT EXISTS {t} (table_name VARCHAR(191) NOT NULL, \
+         pk VARCHAR(191) NOT NULL, revision BIGINT NOT NULL, \
+         PRIMARY KEY (table_name, pk))"
+    )
 }
