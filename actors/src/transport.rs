@@ -195,6 +195,11 @@ impl fmt::Debug for Delivery {
     }
 }
 
+/// Most deliveries a transport puts in one [`Deliveries`] batch: large enough that one
+/// acknowledgement covers many deliveries, small enough that the Router starts on a batch
+/// while the broker delivers the next.
+pub const MAX_DELIVERIES: usize = 256;
+
 /// A batch of deliveries for a consumer. The transport sends the next batch to the same
 /// consumer only after this one is answered, which keeps the order and applies backpressure.
 #[derive(Debug, Message)]

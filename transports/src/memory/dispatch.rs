@@ -6,17 +6,14 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use cqrs_actors::transport::{
-    Cancel, ConsumerTag, Declare, Deliveries, Inspect, Park, Publish, PublishDeadLetter,
-    QueueStats, Settle, Settlement, Subscribe,
+    Cancel, ConsumerTag, Declare, Deliveries, Inspect, MAX_DELIVERIES, Park, Publish,
+    PublishDeadLetter, QueueStats, Settle, Settlement, Subscribe,
 };
 use cqrs_actors::{Error, ErrorKind, Result};
 
 use super::MemoryBroker;
 use super::broker::{CHANNEL, Consumer, Message, ParkRecord};
 use super::faults::Fate;
-
-/// Most deliveries in one [`Deliveries`] batch.
-const MAX_BATCH: usize = 256;
 
 /// Reads the list of parked messages so far (memory transport only).
 #[derive(Debug, Message)]
@@ -70,9 +67,8 @@ impl MemoryBroker {
         let Some(queue) = self.queues.get_mut(queue_name) else {
             return;
         };
-        queue
-            .ready
-            .retain(|m| m.expires_at.is_none_or(|at| at > now));
+        // Expired messages are dropped as they reach the head, not searched for on every
+        // publish: a queue with a backlog and no consumer costs nothing per message.
         let n = queue.consumers.len();
         for i in 0..n {
             let Some(queue) = self.queues.get_mut(queue_name) else {
@@ -89,11 +85,11 @@ impl MemoryBroker {
                 continue;
             }
             let room = if consumer.prefetch == 0 {
-                MAX_BATCH
+                MAX_DELIVERIES
             } else {
                 (consumer.prefetch as usize)
                     .saturating_sub(consumer.unacked)
-                    .min(MAX_BATCH)
+                    .min(MAX_DELIVERIES)
             };
             if room == 0 {
                 continue;
@@ -110,6 +106,9 @@ impl MemoryBroker {
                 let Some(message) = queue.ready.remove(index) else {
                     break;
                 };
+                if message.expires_at.is_some_and(|at| at <= now) {
+                    continue;
+                }
                 match self.faults.fate() {
                     Fate::Deliver => batch.push(self.track(tag, queue_name, message)),
                     Fate::Duplicate => {

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix::Recipient;
 use actix::prelude::Message;
 use cqrs_actors::Result;
-use cqrs_actors::transport::{ConsumerTag, Deliveries, Delivery, DeliveryTag, Headers, Settlement};
+use cqrs_actors::transport::{
+    ConsumerTag, Deliveries, Delivery, DeliveryTag, Headers, MAX_DELIVERIES, Settlement,
+};
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -19,9 +21,6 @@ use super::confirm::{ConfirmPipeline, Outgoing};
 use super::lapin_error;
 use super::link::{Link, open_channel};
 use super::topology::{self, HEADER_DUE, HEADER_TIER};
-
-/// Most deliveries in one [`Deliveries`] batch.
-const MAX_BATCH: usize = 256;
 
 /// One consuming channel.
 pub(crate) struct ChannelEntry {
@@ -97,7 +96,7 @@ pub(crate) fn forward(mut stream: Consumer, f: Forward) {
             };
             let mut raw = vec![first];
             let mut ended = false;
-            while raw.len() < MAX_BATCH {
+            while raw.len() < MAX_DELIVERIES {
                 match stream.next().now_or_never() {
                     Some(Some(Ok(d))) => raw.push(d),
                     Some(Some(Err(_)) | None) => {
