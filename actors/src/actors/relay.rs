@@ -71,6 +71,7 @@ impl RelayHandle {
             control: Arc::clone(&control),
             warned: BTreeSet::new(),
             checked: None,
+            renewed: None,
         };
         let task = actix::spawn(relay.supervise());
         Self {
@@ -142,6 +143,8 @@ struct Relay {
     /// CQRS ids already reported as having events but no master model.
     warned: BTreeSet<String>,
     checked: Option<Instant>,
+    /// When the lease was last taken or renewed.
+    renewed: Option<Instant>,
 }
 
 impl Relay {
@@ -175,7 +178,9 @@ impl Relay {
                     backoff = Duration::from_millis(100);
                     continue;
                 }
-                Ok(Round::Idle) => {
+                // Another process holds the lease: try again at the next poll, or at once when a
+                // writer of this process commits (the holder may have given the lease up).
+                Ok(Round::Idle | Round::NotLeader) => {
                     backoff = Duration::from_millis(100);
                     self.report_unknown_ids().await;
                     let wake = self.outbox.wake_signal();
@@ -191,7 +196,6 @@ impl Relay {
                     }
                     continue;
                 }
-                Ok(Round::NotLeader) => self.settings.poll_interval,
                 Err(e) => {
                     // The events stay in the outbox and are tried again, in order; nothing
                     // behind the failing one is published until it goes out.
@@ -237,21 +241,30 @@ impl Relay {
         }
     }
 
-    async fn renew(&self) -> Result<bool> {
-        self.outbox
+    /// Takes or renews the lease, unless this relay renewed it less than a third of its time
+    /// to live ago.
+    async fn renew(&mut self) -> Result<bool> {
+        if self
+            .renewed
+            .is_some_and(|t| t.elapsed() < self.settings.lease_ttl / 3)
+        {
+            return Ok(true);
+        }
+        let held = self
+            .outbox
             .lease(&self.settings.owner, self.settings.lease_ttl)
-            .await
+            .await?;
+        self.renewed = held.then(Instant::now);
+        Ok(held)
     }
 
     /// Relays from the start of the outbox until it is empty or [`ROUND_ROWS`] went out.
-    async fn round(&self) -> Result<Round> {
+    async fn round(&mut self) -> Result<Round> {
         if !self.renew().await? {
             return Ok(Round::NotLeader);
         }
         let window = self.settings.window;
         let refill = (window / 2).max(1);
-        let renew_every = self.settings.lease_ttl / 3;
-        let mut renewed = Instant::now();
         let mut cursor = 0;
         let mut exhausted = false;
         let mut sent = 0;
@@ -259,13 +272,11 @@ impl Relay {
         let mut confirmed: Vec<i64> = Vec::with_capacity(window);
         loop {
             // Events published but not yet deleted (in flight or confirmed) never exceed the
-            // window: that bounds what a crash can make the next holder send twice.
+            // window: that bounds what a crash can make the next holder send twice. Half the
+            // window is read again as soon as it is free, so the broker has the other half to
+            // confirm while the database reads and deletes.
             let stopping = self.stopping();
-            if !stopping
-                && !exhausted
-                && in_flight.len() + confirmed.len() < refill
-                && sent < ROUND_ROWS
-            {
+            if !stopping && !exhausted && in_flight.len() <= window - refill && sent < ROUND_ROWS {
                 self.flush(&mut confirmed).await?;
                 let want = window - in_flight.len();
                 let rows = self.outbox.read(cursor, want, &self.cqrs_ids).await?;
@@ -306,13 +317,10 @@ impl Relay {
             if confirmed.len() >= refill {
                 self.flush(&mut confirmed).await?;
             }
-            if renewed.elapsed() >= renew_every {
-                renewed = Instant::now();
-                if !self.renew().await? {
-                    self.flush(&mut confirmed).await?;
-                    tracing::warn!(outbox = %self.outbox.name(), "outbox relay lost its lease");
-                    return Ok(Round::NotLeader);
-                }
+            if !self.renew().await? {
+                self.flush(&mut confirmed).await?;
+                tracing::warn!(outbox = %self.outbox.name(), "outbox relay lost its lease");
+                return Ok(Round::NotLeader);
             }
         }
     }
