@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -40,7 +40,13 @@ struct Store {
     table: String,
     lease_table: String,
     wake: Arc<Notify>,
+    /// Events this process committed and has not deleted yet, by id: the relay reads their
+    /// ids from the table (its order, and other writers' rows) and takes the bodies from here.
+    fresh: Mutex<BTreeMap<i64, EncodedEvent>>,
 }
+
+/// Most events kept in memory for the relay; beyond it the oldest are read from the table.
+const FRESH_MAX: usize = 20_000;
 
 impl fmt::Debug for Outbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -67,6 +73,7 @@ impl Outbox {
                 lease_table: lease_table(&table),
                 table,
                 wake: Arc::new(Notify::new()),
+                fresh: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -115,13 +122,16 @@ impl Outbox {
         self.inner.select(after, limit, None).await
     }
 
-    /// Stores events inside the caller's transaction, in order.
+    /// Stores events inside the caller's transaction, in order. Returns their ids where the
+    /// database tells them (`RETURNING`: PostgreSQL, SQLite), in the events' order.
     pub(crate) async fn write(
         &self,
         db: &impl ConnectionTrait,
         events: &[EncodedEvent],
-    ) -> Result<()> {
+    ) -> Result<Option<Vec<i64>>> {
         let d = Dialect::of(db.get_database_backend())?;
+        let returning = d != Dialect::MySql;
+        let mut ids = Vec::with_capacity(if returning { events.len() } else { 0 });
         for chunk in events.chunks(d.max_values() / 5) {
             let mut q = Query::new(d);
             q.push("INSERT INTO ")
@@ -143,11 +153,33 @@ impl Outbox {
                     Value::Bytes(Some(event.body.clone())),
                 ]);
             }
-            db.execute_raw(q.build())
-                .await
-                .map_err(|e| db_error("writing the outbox", e))?;
+            let fail = |e| db_error("writing the outbox", e);
+            if returning {
+                q.push(" RETURNING id");
+                let rows = db.query_all_raw(q.build()).await.map_err(fail)?;
+                let mut chunk_ids = rows
+                    .iter()
+                    .map(|row| row.try_get_by_index::<i64>(0).map_err(fail))
+                    .collect::<Result<Vec<i64>>>()?;
+                // The ids are handed out in the order of the VALUES rows; RETURNING need not
+                // list them in that order.
+                chunk_ids.sort_unstable();
+                ids.extend(chunk_ids);
+            } else {
+                db.execute_raw(q.build()).await.map_err(fail)?;
+            }
         }
-        Ok(())
+        Ok((returning && ids.len() == events.len()).then_some(ids))
+    }
+
+    /// Hands committed events to the relay of this process, so that it need not read their
+    /// bodies back from the table.
+    pub(crate) fn committed(&self, ids: Vec<i64>, events: Vec<EncodedEvent>) {
+        let mut fresh = self.inner.fresh();
+        fresh.extend(ids.into_iter().zip(events));
+        while fresh.len() > FRESH_MAX {
+            fresh.pop_first();
+        }
     }
 }
 
@@ -186,6 +218,91 @@ impl Store {
         Dialect::of(self.db.get_database_backend())
     }
 
+    fn fresh(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, EncodedEvent>> {
+        self.fresh.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The relay's read: the ids in the table's order, the bodies from memory where this
+    /// process committed them, from the table otherwise.
+    async fn next(
+        &self,
+        after: i64,
+        limit: usize,
+        cqrs_ids: &[String],
+    ) -> Result<Vec<StoredEvent>> {
+        loop {
+            if self.fresh().is_empty() || cqrs_ids.is_empty() {
+                return self.select(after, limit, Some(cqrs_ids)).await;
+            }
+            // None: rows were deleted between the two queries (the relay deleting while a
+            // flush reads); read again rather than answer with a gap.
+            if let Some(events) = self.next_fresh(after, limit, cqrs_ids).await? {
+                return Ok(events);
+            }
+        }
+    }
+
+    async fn next_fresh(
+        &self,
+        after: i64,
+        limit: usize,
+        cqrs_ids: &[String],
+    ) -> Result<Option<Vec<StoredEvent>>> {
+        let d = self.dialect()?;
+        let mut q = Query::new(d);
+        q.push("SELECT id FROM ")
+            .ident(&self.table)
+            .push(" WHERE id > ")
+            .value(Value::from(after))
+            .push(" AND cqrs_id IN ")
+            .value_list(cqrs_ids.iter().map(|id| Value::from(id.as_str())))
+            .push(&format!(" ORDER BY id LIMIT {limit}"));
+        let fail = |e| db_error("reading the outbox", e);
+        let rows = self.db.query_all_raw(q.build()).await.map_err(fail)?;
+        let ids = rows
+            .iter()
+            .map(|row| row.try_get_by_index::<i64>(0).map_err(fail))
+            .collect::<Result<Vec<i64>>>()?;
+        let mut out: Vec<StoredEvent> = Vec::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        {
+            let fresh = self.fresh();
+            for &id in &ids {
+                match fresh.get(&id) {
+                    Some(event) => out.push(StoredEvent {
+                        id,
+                        event: event.clone(),
+                    }),
+                    None => missing.push(id),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let found = self.select_ids(&missing).await?;
+            if found.len() < missing.len() {
+                return Ok(None);
+            }
+            out.extend(found);
+            out.sort_unstable_by_key(|e| e.id);
+        }
+        Ok(Some(out))
+    }
+
+    /// The events with these ids.
+    async fn select_ids(&self, ids: &[i64]) -> Result<Vec<StoredEvent>> {
+        let d = self.dialect()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(d.max_values()) {
+            let mut q = Query::new(d);
+            q.push("SELECT id, cqrs_id, queue, content_type, expires_at, body FROM ")
+                .ident(&self.table)
+                .push(" WHERE id IN ")
+                .value_list(chunk.iter().map(|&id| Value::from(id)));
+            out.extend(self.events(q).await?);
+        }
+        Ok(out)
+    }
+
     async fn select(
         &self,
         after: i64,
@@ -206,6 +323,11 @@ impl Store {
                 .value_list(ids.iter().map(|id| Value::from(id.as_str())));
         }
         q.push(&format!(" ORDER BY id LIMIT {limit}"));
+        self.events(q).await
+    }
+
+    /// Runs a query of `id, cqrs_id, queue, content_type, expires_at, body`.
+    async fn events(&self, q: Query) -> Result<Vec<StoredEvent>> {
         let rows = self
             .db
             .query_all_raw(q.build())
@@ -345,6 +467,14 @@ impl Store {
                 .await
                 .map_err(|e| db_error("deleting relayed outbox rows", e))?;
         }
+        // Dropped from memory once gone from the table, so that a reader never finds an id
+        // in the table whose body is in neither.
+        let mut fresh = self.fresh();
+        if !fresh.is_empty() {
+            for id in ids {
+                fresh.remove(id);
+            }
+        }
         Ok(())
     }
 
@@ -384,7 +514,7 @@ impl OutboxStore for Store {
         limit: usize,
         cqrs_ids: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<StoredEvent>>> {
-        Box::pin(self.select(after, limit, Some(cqrs_ids)))
+        Box::pin(self.next(after, limit, cqrs_ids))
     }
 
     fn delete<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<()>> {

@@ -250,13 +250,19 @@ where
             .collect::<Result<Vec<_>>>()?;
         match &self.dispatch {
             Dispatch::Outbox(outbox) => {
-                if !events.is_empty() {
-                    outbox.write(&txn, &events).await?;
+                if events.is_empty() {
+                    txn.commit().await.map_err(|e| db_error("commit", e))?;
+                    return Ok(());
                 }
+                let ids = outbox.write(&txn, &events).await?;
                 txn.commit().await.map_err(|e| db_error("commit", e))?;
-                if !events.is_empty() {
-                    outbox.wake();
+                // Given the caller's transaction, this commit was a savepoint and the events
+                // are not visible until the caller commits (or never, after a rollback); the
+                // relay only takes ids it reads from the table, so handing them over is safe.
+                if let Some(ids) = ids {
+                    outbox.committed(ids, events);
                 }
+                outbox.wake();
             }
             Dispatch::AfterCommit => {
                 txn.commit().await.map_err(|e| db_error("commit", e))?;
