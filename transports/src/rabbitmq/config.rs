@@ -94,6 +94,10 @@ const DEFAULT_TIERS_MS: [u64; 10] = [
 impl RabbitMqConfig {
     /// Parses an `amqp://` or `amqps://` URL. Missing parts default to `guest:guest`,
     /// `localhost`, port 5672 (5671 for `amqps`) and the virtual host `/`.
+    ///
+    /// lapin's own `AMQPUri` parser is not used: its errors quote the whole URL (`Invalid URL:
+    /// '...'`) and its `Debug` prints the password, while these errors name the part and quote
+    /// no user or password.
     pub(crate) fn from_url(url: &str) -> Result<Self> {
         let (scheme, rest) = url
             .split_once("://")
