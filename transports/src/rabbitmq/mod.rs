@@ -1,7 +1,8 @@
 //! The RabbitMQ transport (lapin), wire-compatible with django-cqrs (WIRE.md section 3).
 //!
-//! - [`RabbitMqConfig`]: the URL (`amqp://` or `amqps://`, virtual host, heartbeat, connection
-//!   name), the exchange, classic or quorum queues, windows and parking tiers.
+//! - [`RabbitMqConfig`]: built from the service's configuration: the URL (`amqp://` or
+//!   `amqps://`, virtual host, heartbeat, connection name), the exchange, the window, and the
+//!   `[rabbitmq]` options (classic or quorum queues, consumers, parking tiers, ...).
 //! - [`RabbitMqTransport`]: the actor. Publishes are persistent `text/plain` (or MessagePack)
 //!   messages with `mandatory` and publisher confirms, pipelined up to a window; consumers use
 //!   manual acks and a prefetch; retries are parked in per-tier TTL queues that dead-letter
@@ -10,9 +11,10 @@
 //!
 //! ```no_run
 //! # async fn run() -> cqrs_actors::Result<()> {
+//! use cqrs_actors::CqrsConfig;
 //! use cqrs_transports::rabbitmq::{RabbitMqConfig, RabbitMqTransport};
-//! let config = RabbitMqConfig::from_url("amqp://guest:guest@127.0.0.1:5672/%2f")?;
-//! let (transport, _addr) = RabbitMqTransport::connect(config).await?;
+//! let service = CqrsConfig::default().with_url("amqp://guest:guest@127.0.0.1:5672/%2f");
+//! let (transport, _addr) = RabbitMqTransport::connect(RabbitMqConfig::from_cqrs_config(&service)?).await?;
 //! assert_eq!(transport.name(), "rabbitmq");
 //! # Ok(())
 //! # }
