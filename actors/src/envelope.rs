@@ -216,7 +216,7 @@ impl Envelope {
         Ok(())
     }
 
-    /// `instance_data["cqrs_updated"]`, parsed, or an [`ErrorKind::InvalidData`] error.
+    /// `instance_data["cqrs_updated"]`, parsed, or an [`ErrorKind::InvalidData`](crate::ErrorKind::InvalidData) error.
     pub fn require_updated(&self) -> Result<DateTime<Utc>> {
         match self.instance_data.get("cqrs_updated") {
             Some(v) => values::datetime_from_value(v)

@@ -68,7 +68,7 @@ impl CqrsSystemBuilder {
         self
     }
 
-    /// Registers a master model: a [`MasterModel`] published by hand through the
+    /// Registers a master model: a [`MasterModel`](crate::MasterModel) published by hand through the
     /// [`Publisher`], or a master table (with its outbox, which the system relays).
     #[must_use]
     pub fn master(mut self, master: impl Into<MasterRegistration>) -> Self {

@@ -41,7 +41,32 @@ pub use crate::secret_url::SecretUrl;
 pub use forms::{BackoffKind, CodecName, MaxRetries, Ttl};
 pub use sections::{MasterConfig, ModelConfig, ReplicaConfig};
 
-/// The whole configuration. See the [module docs](self) for the file format.
+/// The whole configuration, read from a TOML file and `CQRS_*` environment variables
+/// ([`CqrsConfig::load`]) or built in code with the `with_*` setters:
+///
+/// ```toml
+/// url = "amqp://guest:guest@127.0.0.1:5672/"   # picks the transport
+/// exchange = "cqrs"
+/// queue = "billing"
+/// codec = "json"              # or "msgpack"
+///
+/// [master]
+/// message_ttl = 86400         # seconds, or "never"
+/// publish_window = 1000       # unconfirmed publishes, from each outbox to the confirm
+///
+/// [replica]
+/// max_retries = 30            # or "forever"
+/// retry_delay = 2.0           # seconds
+///
+/// [models.author]             # per-CQRS-id overrides
+/// max_retries = 5
+///
+/// [rabbitmq]                  # read by the RabbitMQ transport
+/// queue_type = "classic"
+/// ```
+///
+/// Variables override the file: `CQRS_<KEY>`, and `CQRS_<SECTION>__<KEY>` below, e.g.
+/// `CQRS_REPLICA__MAX_RETRIES=5` or `CQRS_RABBITMQ__CONSUMERS=2`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CqrsConfig {
