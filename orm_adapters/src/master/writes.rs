@@ -130,14 +130,9 @@ where
         C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
     {
         let txn = crate::begin_write(db).await?;
-        let mut select = E::find().filter(filter).order_by_asc(self.pk);
-        if txn.get_database_backend() != sea_orm::DbBackend::Sqlite {
-            select = select.lock_exclusive();
-        }
-        let old = select
-            .all(&txn)
-            .await
-            .map_err(|e| db_error("selecting rows to delete", e))?;
+        let old = self
+            .locked_rows(&txn, filter, "selecting rows to delete")
+            .await?;
         if old.is_empty() {
             txn.commit().await.map_err(|e| db_error("commit", e))?;
             return Ok(0);
@@ -170,14 +165,9 @@ where
         C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
     {
         let txn = crate::begin_write(db).await?;
-        let mut select = E::find().filter(filter).order_by_asc(self.pk);
-        if txn.get_database_backend() != sea_orm::DbBackend::Sqlite {
-            select = select.lock_exclusive();
-        }
-        let before = select
-            .all(&txn)
-            .await
-            .map_err(|e| db_error("selecting rows to update", e))?;
+        let before = self
+            .locked_rows(&txn, filter, "selecting rows to update")
+            .await?;
         if before.is_empty() {
             txn.commit().await.map_err(|e| db_error("commit", e))?;
             return Ok(0);
@@ -217,16 +207,29 @@ where
         Ok(after.len() as u64)
     }
 
+    /// The row with primary key `pk`, locked until the transaction ends.
     pub(super) async fn locked(&self, txn: &DatabaseTransaction, pk: Value) -> Result<E::Model> {
-        let mut select = E::find().filter(self.pk.eq(pk.clone()));
+        let filter = Condition::all().add(self.pk.eq(pk.clone()));
+        self.locked_rows(txn, filter, "reading a master row")
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::invalid_data(format!("no row with primary key {pk:?}")))
+    }
+
+    /// The rows matching `filter` in primary-key order, locked until the transaction ends
+    /// (SQLite has no row locks: its write transaction holds the whole database).
+    async fn locked_rows(
+        &self,
+        txn: &DatabaseTransaction,
+        filter: Condition,
+        what: &str,
+    ) -> Result<Vec<E::Model>> {
+        let mut select = E::find().filter(filter).order_by_asc(self.pk);
         if txn.get_database_backend() != sea_orm::DbBackend::Sqlite {
             select = select.lock_exclusive();
         }
-        select
-            .one(txn)
-            .await
-            .map_err(|e| db_error("reading a master row", e))?
-            .ok_or_else(|| Error::invalid_data(format!("no row with primary key {pk:?}")))
+        select.all(txn).await.map_err(|e| db_error(what, e))
     }
 
     pub(super) fn is_synced(&self, model: &E::Model) -> bool {
