@@ -8,9 +8,8 @@
 
 mod support;
 
-use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -284,27 +283,9 @@ async fn the_url_picks_the_memory_transport() {
     }
 }
 
-/// A writer the test reads the log lines from.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[actix_rt::test]
 async fn a_retry_policy_in_code_and_in_the_configuration_warns_at_start() {
-    let lines = Lines::default();
+    let lines = support::Capture::default();
     let writer = lines.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
@@ -332,7 +313,7 @@ async fn a_retry_policy_in_code_and_in_the_configuration_warns_at_start() {
         .await
         .unwrap();
     system.shutdown().await.unwrap();
-    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let text = lines.text();
     let warnings: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("retry policy"))

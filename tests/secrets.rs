@@ -157,40 +157,14 @@ fn rabbitmq_paths(url: &str, pw: &str, service: &CqrsConfig) {
 #[cfg(feature = "rabbitmq")]
 #[actix_rt::test]
 async fn a_real_connection_logs_no_password_at_trace_level() {
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use cqrs_sync::transports::rabbitmq::{LOG_DIRECTIVE, RabbitMqConfig, RabbitMqTransport};
     use cqrs_sync::{ErrorKind, MemoryTable, ReplicaModel, Route, SignalType};
+    use support::Capture;
     use support::rabbitmq::{User, Vhost};
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    impl Capture {
-        fn text(&self) -> String {
-            String::from_utf8_lossy(
-                &self
-                    .0
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            )
-            .into_owned()
-        }
-    }
 
     fn layer<S>(capture: &Capture, filter: &str) -> impl Layer<S>
     where

@@ -23,6 +23,38 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// Log output kept in memory, to read what a test logged: give clones to
+/// `tracing_subscriber::fmt().with_writer(move || capture.clone())`.
+#[derive(Clone, Default)]
+pub struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Capture {
+    /// What was written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(
+            &self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_owned()
+    }
+}
+
 /// A name unique to this test run, for queues.
 pub fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
