@@ -8,46 +8,10 @@
 
 mod support;
 
-use std::time::Duration;
-
 use cqrs_sync::transports::rabbitmq::{RabbitMqConfig, RabbitMqTransport};
-use cqrs_sync::{
-    CqrsConfig, CqrsSystem, CqrsSystemExt, ErrorKind, MasterModel, MemoryTable, ReplicaModel,
-};
+use cqrs_sync::{CqrsConfig, CqrsSystem, CqrsSystemExt, ErrorKind, MemoryTable, ReplicaModel};
 use support::rabbitmq::Vhost;
-use support::{row, unique, wait_until};
-
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A replica and a master of `author` on `config`, connected by URL; one event goes through.
-async fn round_trip(config: &CqrsConfig) {
-    let table = MemoryTable::new();
-    let replica = CqrsSystem::builder()
-        .config(config.clone().with_queue(unique("by_url")))
-        .replica(ReplicaModel::new("author", table.clone()))
-        .start()
-        .await
-        .unwrap();
-    assert_eq!(replica.transport().name(), "rabbitmq");
-    assert_eq!(replica.transport().exchange(), Some(config.exchange()));
-    let master = CqrsSystem::builder()
-        .config(config.clone())
-        .master(MasterModel::new("author"))
-        .start()
-        .await
-        .unwrap();
-    master
-        .publisher()
-        .save("author", row(1, 0, "by url"))
-        .await
-        .unwrap();
-    wait_until("the replica to apply", PATIENCE, || async {
-        table.len() == 1
-    })
-    .await;
-    master.shutdown().await.unwrap();
-    replica.shutdown().await.unwrap();
-}
+use support::unique;
 
 #[actix_rt::test]
 async fn the_url_picks_rabbitmq_and_the_configured_exchange_is_declared() {
@@ -60,7 +24,9 @@ async fn the_url_picks_rabbitmq_and_the_configured_exchange_is_declared() {
     );
     let env = [("CQRS_RABBITMQ__PUBLISH_ATTEMPTS".to_owned(), "5".to_owned())];
     let config = CqrsConfig::from_sources(&file, env).unwrap();
-    round_trip(&config).await;
+    let transport = support::round_trip(&config).await;
+    assert_eq!(transport.name(), "rabbitmq");
+    assert_eq!(transport.exchange(), Some("billing_events"));
     assert_eq!(
         vhost.exchanges(),
         ["billing_events"],

@@ -55,6 +55,38 @@ impl Capture {
     }
 }
 
+/// A replica and a master of `author` on `config`, each connecting by its URL: one event goes
+/// from the master's publisher to the replica. Returns the replica's transport.
+pub async fn round_trip(config: &cqrs_sync::CqrsConfig) -> cqrs_sync::TransportHandle {
+    use cqrs_sync::{CqrsSystem, CqrsSystemExt, MasterModel, MemoryTable, ReplicaModel};
+    let table = MemoryTable::new();
+    let replica = CqrsSystem::builder()
+        .config(config.clone().with_queue(unique("by_url")))
+        .replica(ReplicaModel::new("author", table.clone()))
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("replica: {e}"));
+    let transport = replica.transport().clone();
+    let master = CqrsSystem::builder()
+        .config(config.clone())
+        .master(MasterModel::new("author"))
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("master: {e}"));
+    master
+        .publisher()
+        .save("author", row(1, 0, "by url"))
+        .await
+        .unwrap_or_else(|e| panic!("publish: {e}"));
+    wait_until("the replica to apply", Duration::from_secs(30), || async {
+        table.len() == 1
+    })
+    .await;
+    master.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+    replica.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+    transport
+}
+
 /// A name unique to this test run, for queues.
 pub fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
