@@ -322,6 +322,11 @@ pub struct QueueStats {
     pub ready: u64,
     /// Delivered and not yet settled (0 where the broker does not tell).
     pub unacked: u64,
+    /// Retry copies parked for the queue, waiting for their delay (0 where the transport does
+    /// not tell).
+    pub parked: u64,
+    /// Messages in the queue's dead-letter queue (0 where the transport does not tell).
+    pub dead_letters: u64,
 }
 
 /// Asks for a queue's message counts.

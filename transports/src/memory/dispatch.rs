@@ -379,6 +379,7 @@ impl Handler<Inspect> for MemoryBroker {
         Ok(QueueStats {
             ready: ready as u64,
             unacked: unacked as u64,
+            ..QueueStats::default()
         })
     }
 }

@@ -276,6 +276,7 @@ impl Handler<Inspect> for RabbitMqTransport {
             Ok(QueueStats {
                 ready: u64::from(queue.message_count()),
                 unacked,
+                ..QueueStats::default()
             })
         })
     }
