@@ -8,6 +8,7 @@ use cqrs_actors::{Error, Result};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 
 use super::confirm::Limits;
+use crate::url::{OptionValue, UrlParts, decode, split_host_port};
 
 /// The kind of queue the transport declares for replica, dead-letter and parking queues.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -99,10 +100,8 @@ impl RabbitMqConfig {
     /// '...'`) and its `Debug` prints the password, while these errors name the part and quote
     /// no user or password.
     pub(crate) fn from_url(url: &str) -> Result<Self> {
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| Error::config("url", "expected amqp://... or amqps://..."))?;
-        let tls = match scheme.to_ascii_lowercase().as_str() {
+        let parts = UrlParts::split(url, "amqp://... or amqps://...")?;
+        let tls = match parts.scheme.as_str() {
             "amqp" => false,
             "amqps" => true,
             other => {
@@ -118,35 +117,13 @@ impl RabbitMqConfig {
                 "amqps:// needs TLS: build cqrs-transports with the `rabbitmq-tls` feature",
             ));
         }
-        // A password may hold any character, so the URL must be unambiguous before any part
-        // of it is read: the authority ends at the first `/` or `?`, and nothing after it may
-        // hold an `@` (nor a `#` anywhere), else part of the password would be taken for the
-        // host, the virtual host or the query. Errors from here on quote no part of the URL
-        // before the query.
-        if rest.contains('#') {
-            return Err(Error::config("url", RESERVED_HINT));
-        }
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        if tail.contains('@') {
-            return Err(Error::config("url", RESERVED_HINT));
-        }
-        let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
-        let path = path.strip_prefix('/').unwrap_or(path);
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        let (user, password) = match userinfo {
-            Some(u) => {
-                let (name, pass) = u.split_once(':').unwrap_or((u, ""));
-                (decode(name, "url user")?, decode(pass, "url password")?)
-            }
-            None => ("guest".to_owned(), "guest".to_owned()),
-        };
+        let (user, password) = parts
+            .userinfo
+            .clone()
+            .unwrap_or_else(|| ("guest".to_owned(), "guest".to_owned()));
         let default_port = if tls { 5671 } else { 5672 };
-        let (host, port) = split_host_port(hostport, default_port)?;
-        let vhost = match decode(path, "url virtual host")? {
+        let (host, port) = split_host_port(parts.hostport, default_port)?;
+        let vhost = match decode(parts.path, "url virtual host")? {
             v if v.is_empty() => "/".to_owned(),
             v => v,
         };
@@ -159,9 +136,8 @@ impl RabbitMqConfig {
             vhost,
             ..Self::default()
         };
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = decode(value, key)?;
+        for pair in parts.query_pairs() {
+            let (key, value) = pair?;
             match key {
                 "heartbeat" => {
                     config.heartbeat = Some(value.parse().map_err(|e| {
@@ -206,66 +182,37 @@ impl RabbitMqConfig {
 
     fn with_options(mut self, options: &toml::Table) -> Result<Self> {
         for (key, value) in options {
-            let name = format!("rabbitmq.{key}");
-            let wrong = |what: &str| Error::config(&name, format!("expected {what}"));
-            let seconds = |v: &toml::Value| -> Result<Duration> {
-                let secs = match v {
-                    toml::Value::Integer(n) => *n as f64,
-                    toml::Value::Float(f) => *f,
-                    _ => return Err(wrong("a number of seconds")),
-                };
-                if secs.is_finite() && (0.0..1e9).contains(&secs) {
-                    Ok(Duration::from_secs_f64(secs))
-                } else {
-                    Err(wrong("a number of seconds from 0"))
-                }
-            };
-            let count = |v: &toml::Value| -> Result<u32> {
-                v.as_integer()
-                    .and_then(|n| u32::try_from(n).ok())
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| wrong("a positive integer"))
-            };
+            let v = OptionValue::new("rabbitmq", key, value);
             self = match key.as_str() {
                 "queue_type" => match value.as_str() {
                     Some("classic") => self.with_queue_type(QueueType::Classic),
                     Some("quorum") => self.with_queue_type(QueueType::Quorum),
-                    _ => return Err(wrong("\"classic\" or \"quorum\"")),
+                    _ => return Err(v.wrong("\"classic\" or \"quorum\"")),
                 },
-                "consumers" => self.with_consumers(count(value)? as usize),
-                "publish_timeout" => self.with_publish_timeout(seconds(value)?),
-                "publish_attempts" => self.with_publish_attempts(count(value)?),
-                "bind_only" => {
-                    let ids = value
-                        .as_array()
-                        .and_then(|a| {
-                            a.iter()
-                                .map(|v| v.as_str().map(str::to_owned))
-                                .collect::<Option<Vec<_>>>()
-                        })
-                        .ok_or_else(|| wrong("a list of CQRS ids"))?;
-                    self.with_bind_only(ids)
-                }
+                "consumers" => self.with_consumers(v.count()? as usize),
+                "publish_timeout" => self.with_publish_timeout(v.seconds()?),
+                "publish_attempts" => self.with_publish_attempts(v.count()?),
+                "bind_only" => self.with_bind_only(v.strings()?),
                 "park_tiers" => {
                     let tiers = value
                         .as_array()
-                        .ok_or_else(|| wrong("a list of seconds"))?
+                        .ok_or_else(|| v.wrong("a list of seconds"))?
                         .iter()
-                        .map(seconds)
+                        .map(|t| v.seconds_of(t))
                         .collect::<Result<Vec<_>>>()?;
                     self.with_park_tiers(tiers)
                 }
                 "reconnect_min" => {
                     let max = self.reconnect_max;
-                    self.with_reconnect_backoff(seconds(value)?, max)
+                    self.with_reconnect_backoff(v.seconds()?, max)
                 }
                 "reconnect_max" => {
                     let min = self.reconnect_min;
-                    self.with_reconnect_backoff(min, seconds(value)?)
+                    self.with_reconnect_backoff(min, v.seconds()?)
                 }
                 _ => {
                     return Err(Error::config(
-                        &name,
+                        &v.name,
                         "unknown option; known: queue_type, consumers, publish_timeout, \
                          publish_attempts, bind_only, park_tiers, reconnect_min, reconnect_max",
                     ));
@@ -466,56 +413,6 @@ impl Default for RabbitMqConfig {
             reconnect_max: Duration::from_secs(10),
         }
     }
-}
-
-fn split_host_port(hostport: &str, default_port: u16) -> Result<(String, u16)> {
-    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| Error::config("url host", "unclosed '[' in an IPv6 address"))?;
-        (host, after.strip_prefix(':'))
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        }
-    };
-    let port = match port {
-        Some(p) if !p.is_empty() => p.parse().map_err(|_| {
-            Error::config(
-                "url port",
-                format!("not a number from 0 to 65535; {RESERVED_HINT}"),
-            )
-        })?,
-        _ => default_port,
-    };
-    let host = if host.is_empty() { "localhost" } else { host };
-    Ok((decode(host, "url host")?, port))
-}
-
-/// What to do about a URL whose password holds a reserved character.
-const RESERVED_HINT: &str = "percent-encode `@`, `/`, `?`, `#` and `%` in the user and password \
-     (`%40`, `%2F`, `%3F`, `%23`, `%25`) and `@` and `#` in the virtual host and query";
-
-/// Percent-decodes one URL component; the error names the component, never its text.
-fn decode(text: &str, what: &str) -> Result<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| Error::config(what, "bad percent escape"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| Error::config(what, "not UTF-8 once percent-decoded"))
 }
 
 fn encode_vhost(vhost: &str) -> String {

@@ -1,0 +1,795 @@
+//! The Redis Streams transport (redis-rs), with the guarantees of the RabbitMQ one.
+//!
+//! - [`RedisConfig`]: built from the service's configuration: the URL (`redis://` or
+//!   `rediss://`, user, password, database), the exchange (it names the key space), the
+//!   window, and the `[redis]` options (consumers, consumer names, claims, retention, ...).
+//! - [`RedisTransport`]: the actor. Masters append to one stream per CQRS id; each replica
+//!   queue is a consumer group on the streams of the ids it replicates and on a stream of its
+//!   own (directed SYNCs and retry copies); dead letters go to the stream of the dead-letter
+//!   queue; parked retries wait in a sorted set until a mover brings them back; a trimmer
+//!   keeps streams bounded without cutting what a group still needs. The README's Redis
+//!   section gives the key layout.
+//!
+//! ```no_run
+//! # async fn run() -> cqrs_actors::Result<()> {
+//! use cqrs_actors::CqrsConfig;
+//! use cqrs_transports::redis::{RedisConfig, RedisTransport};
+//! let service = CqrsConfig::default().with_url("redis://127.0.0.1:6379/0");
+//! let (transport, _addr) = RedisTransport::connect(RedisConfig::from_cqrs_config(&service)?).await?;
+//! assert_eq!(transport.name(), "redis");
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod conn;
+mod consumer;
+mod keys;
+mod maintenance;
+mod publisher;
+mod scripts;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use ::redis::Value;
+use ::redis::aio::ConnectionManager;
+use actix::prelude::*;
+use cqrs_actors::transport::{
+    Cancel, ConsumerTag, Declare, Inspect, Park, Publish, PublishDeadLetter, QueueStats, Route,
+    Settle, Settlement, Subscribe,
+};
+use cqrs_actors::{Error, ErrorKind, Result, TransportHandle};
+use tokio::sync::{Notify, oneshot, watch};
+
+pub use config::{GroupStart, RedisConfig};
+pub use keys::HEADER_DELIVERY_COUNT;
+
+use conn::{backoff, is_connection_error, redis_error};
+use consumer::{Consumer, Ctx, Stream};
+use keys::{Keys, entry_fields, message_fields, pack_member};
+use maintenance::{Maintenance, Movers};
+use publisher::{Check, Request};
+
+/// Locks a mutex, also after a panic elsewhere.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the consumers of this process know of each other.
+#[derive(Default)]
+pub(crate) struct Local {
+    /// Queue → consumer slots in use (consumer `n` is named `<consumer_name>-<n>`).
+    pub slots: HashMap<String, BTreeSet<usize>>,
+    /// Queue → names of released consumers whose pending entries the next consumer of the
+    /// queue takes over at once.
+    pub orphans: HashMap<String, BTreeSet<String>>,
+    /// Queue (group) → names of the consumers alive in this process.
+    pub live: HashMap<String, HashSet<String>>,
+}
+
+/// A declared queue: its streams (its own first) and its dead-letter queue.
+#[derive(Debug, Clone)]
+struct QueueInfo {
+    streams: Vec<Stream>,
+    dead_letter_queue: String,
+}
+
+/// The Redis Streams transport actor. Start it with [`RedisTransport::connect`].
+pub struct RedisTransport {
+    config: Arc<RedisConfig>,
+    keys: Keys,
+    control: ConnectionManager,
+    publisher: tokio::sync::mpsc::UnboundedSender<Request>,
+    local: Arc<Mutex<Local>>,
+    queues: HashMap<String, QueueInfo>,
+    registered_dead_letters: HashSet<String>,
+    consumers: BTreeMap<ConsumerTag, Vec<Arc<Consumer>>>,
+    channels: HashMap<u64, Arc<Consumer>>,
+    maintenance: Maintenance,
+    stop: watch::Sender<bool>,
+    next_consumer: u64,
+    next_channel: u64,
+}
+
+impl std::fmt::Debug for RedisTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTransport")
+            .field("config", &self.config)
+            .field("consumers", &self.consumers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisTransport {
+    /// Connects (the control connection and the publisher's), checks the durability the
+    /// configuration requires, and starts the transport with its mover and trimmer. A wrong
+    /// URL, a wrong password or an unreachable server fails here with
+    /// [`ErrorKind::Transport`].
+    pub async fn connect(config: RedisConfig) -> Result<(TransportHandle, Addr<RedisTransport>)> {
+        let timeout = config.publish_timeout.max(Duration::from_secs(1));
+        let mut control = conn::manager(&config, timeout).await?;
+        let publishing = conn::manager(&config, timeout).await?;
+        let _: String = ::redis::cmd("PING")
+            .query_async(&mut control)
+            .await
+            .map_err(|e| redis_error(&format!("PING to {}", config.redacted_url()), e))?;
+        if config.require_aof {
+            check_aof(&mut control).await?;
+        }
+        let exchange = config.exchange.clone();
+        let keys = Keys::new(&config.key_prefix, &config.exchange);
+        let config = Arc::new(config);
+        let (stop, stopped) = watch::channel(false);
+        let local = Arc::new(Mutex::new(Local::default()));
+        let maintenance = Maintenance {
+            config: Arc::clone(&config),
+            keys: keys.clone(),
+            control: control.clone(),
+            movers: Movers::default(),
+            mover_wake: Arc::new(Notify::new()),
+            local: Arc::clone(&local),
+            stop: stopped,
+        };
+        let publisher = publisher::spawn(publishing, keys.clone(), Arc::clone(&config));
+        let addr = RedisTransport {
+            config,
+            keys,
+            control,
+            publisher,
+            local,
+            queues: HashMap::new(),
+            registered_dead_letters: HashSet::new(),
+            consumers: BTreeMap::new(),
+            channels: HashMap::new(),
+            maintenance,
+            stop,
+            next_consumer: 0,
+            next_channel: 0,
+        }
+        .start();
+        Ok((
+            TransportHandle::new("redis", &addr).with_exchange(exchange),
+            addr,
+        ))
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.config.publish_timeout
+    }
+
+    /// Sends one entry through the publisher, in order with every other publish.
+    fn append(
+        &self,
+        stream: String,
+        check: Option<Check>,
+        fields: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> ResponseFuture<Result<()>> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.publisher.send(Request {
+            stream,
+            check,
+            fields,
+            deadline: self.deadline(),
+            reply,
+        });
+        Box::pin(async move {
+            if sent.is_err() {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "the Redis publisher is gone",
+                ));
+            }
+            answer
+                .await
+                .map_err(|_| Error::new(ErrorKind::Unavailable, "the Redis publisher is gone"))?
+        })
+    }
+
+    /// The queue's streams and dead-letter queue, from this process's declarations or from
+    /// the registry on the server.
+    fn queue_info(&self, queue: &str) -> ResponseFuture<Result<QueueInfo>> {
+        if let Some(info) = self.queues.get(queue) {
+            let info = info.clone();
+            return Box::pin(async move { Ok(info) });
+        }
+        let (mut control, keys, queue) =
+            (self.control.clone(), self.keys.clone(), queue.to_owned());
+        Box::pin(async move {
+            let raw: Option<String> = ::redis::cmd("HGET")
+                .arg(keys.queues())
+                .arg(&queue)
+                .query_async(&mut control)
+                .await
+                .map_err(|e| redis_error(&format!("HGET {}", keys.queues()), e))?;
+            let raw = raw.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("queue {queue:?} is not declared on this exchange"),
+                )
+            })?;
+            parse_queue_info(&keys, &queue, &raw)
+        })
+    }
+}
+
+/// The registry value of a queue: `{"dead_letter_queue": …, "cqrs_ids": […]}`.
+fn queue_record(dead_letter_queue: &str, cqrs_ids: &[String]) -> String {
+    serde_json::json!({ "dead_letter_queue": dead_letter_queue, "cqrs_ids": cqrs_ids }).to_string()
+}
+
+fn parse_queue_info(keys: &Keys, queue: &str, raw: &str) -> Result<QueueInfo> {
+    let bad = || {
+        Error::new(
+            ErrorKind::Transport,
+            format!("the registry entry of queue {queue:?} is malformed"),
+        )
+    };
+    let v: serde_json::Value = serde_json::from_str(raw).map_err(|_| bad())?;
+    let dead_letter_queue = v["dead_letter_queue"].as_str().ok_or_else(bad)?.to_owned();
+    let ids = v["cqrs_ids"].as_array().ok_or_else(bad)?;
+    let mut streams = vec![Stream {
+        key: keys.queue_stream(queue),
+        cqrs_id: None,
+    }];
+    for id in ids {
+        let id = id.as_str().ok_or_else(bad)?;
+        streams.push(Stream {
+            key: keys.id_stream(id),
+            cqrs_id: Some(id.to_owned()),
+        });
+    }
+    Ok(QueueInfo {
+        streams,
+        dead_letter_queue,
+    })
+}
+
+async fn check_aof(control: &mut ConnectionManager) -> Result<()> {
+    let reply: Vec<String> = ::redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendonly")
+        .query_async(control)
+        .await
+        .map_err(|e| redis_error("CONFIG GET appendonly (for redis.require_aof)", e))?;
+    if reply.get(1).map(String::as_str) != Some("yes") {
+        return Err(Error::config(
+            "redis.require_aof",
+            "the server does not write an append-only file (appendonly is not yes): \
+             acknowledged publishes would not survive a restart",
+        ));
+    }
+    Ok(())
+}
+
+impl Actor for RedisTransport {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1 << 20);
+        self.maintenance.clone().spawn();
+    }
+
+    /// Stops the consumers (their pending entries stay with their names, for the next
+    /// process or a claim) and the background tasks.
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        let _ = self.stop.send(true);
+        for c in self.channels.values() {
+            c.state().stopped = true;
+            c.wake.notify_one();
+        }
+    }
+}
+
+impl Handler<Declare> for RedisTransport {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, msg: Declare, _: &mut Context<Self>) -> Self::Result {
+        let ids: Vec<String> = msg
+            .cqrs_ids
+            .iter()
+            .filter(|id| {
+                self.config
+                    .bind_only
+                    .as_ref()
+                    .is_none_or(|only| only.contains(id))
+            })
+            .cloned()
+            .collect();
+        let keys = &self.keys;
+        let (q, dlq) = (&msg.queue, &msg.dead_letter_queue);
+        let id_start = match self.config.group_start {
+            GroupStart::Latest => "$",
+            GroupStart::Earliest => "0",
+        };
+        let mut pipe = ::redis::pipe();
+        pipe.ignore_errors();
+        let mut groups = vec![(keys.queue_stream(q), q.clone(), "0")];
+        groups.push((keys.queue_stream(dlq), dlq.clone(), "0"));
+        for id in &ids {
+            groups.push((keys.id_stream(id), q.clone(), id_start));
+        }
+        for (stream, group, start) in &groups {
+            pipe.cmd("XGROUP")
+                .arg("CREATE")
+                .arg(stream)
+                .arg(group)
+                .arg(*start)
+                .arg("MKSTREAM");
+            pipe.cmd("SADD").arg(keys.streams()).arg(stream);
+        }
+        for id in &ids {
+            pipe.cmd("SADD").arg(keys.bindings(id)).arg(q);
+        }
+        pipe.cmd("HSET")
+            .arg(keys.queues())
+            .arg(q)
+            .arg(queue_record(dlq, &ids))
+            .arg(dlq)
+            .arg(queue_record(dlq, &[]));
+        let info = parse_queue_info(keys, q, &queue_record(dlq, &ids));
+        if let Ok(info) = info {
+            self.queues.insert(q.clone(), info);
+        }
+        if let Ok(info) = parse_queue_info(keys, dlq, &queue_record(dlq, &[])) {
+            self.queues.insert(dlq.clone(), info);
+        }
+        self.registered_dead_letters.insert(dlq.clone());
+        let own = keys.queue_stream(q);
+        lock(&self.maintenance.movers).insert((keys.parked(&own), own));
+        let (mut control, config, deadline) = (
+            self.control.clone(),
+            Arc::clone(&self.config),
+            self.deadline(),
+        );
+        let queue = q.clone();
+        Box::pin(async move {
+            let replies: Vec<Value> = with_retry(&config, deadline, || {
+                let (pipe, mut control) = (pipe.clone(), control.clone());
+                async move { pipe.query_async::<Vec<Value>>(&mut control).await }
+            })
+            .await
+            .map_err(|e| redis_error(&format!("declaring queue {queue}"), e))?;
+            for reply in replies {
+                if let Value::ServerError(e) = reply
+                    && e.code() != "BUSYGROUP"
+                {
+                    return Err(Error::new(
+                        ErrorKind::Transport,
+                        format!("Redis refused to declare queue {queue}: {e:?}"),
+                    ));
+                }
+            }
+            let _ = &mut control;
+            Ok(())
+        })
+    }
+}
+
+/// Runs `op` again while the connection is lost, until `deadline`.
+async fn with_retry<T, F, Fut>(
+    config: &RedisConfig,
+    deadline: Instant,
+    mut op: F,
+) -> std::result::Result<T, ::redis::RedisError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ::redis::RedisResult<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(e) if is_connection_error(&e) && Instant::now() < deadline => {
+                tokio::time::sleep(backoff(config, attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Handler<Publish> for RedisTransport {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, Publish(msg): Publish, _: &mut Context<Self>) -> Self::Result {
+        let check = match &msg.route {
+            Route::Broadcast { cqrs_id } => Check::Bound(cqrs_id.clone()),
+            Route::Queue { queue, .. } => Check::Queue(queue.clone()),
+        };
+        self.append(
+            self.keys.route_stream(&msg.route),
+            Some(check),
+            message_fields(&msg),
+        )
+    }
+}
+
+impl Handler<PublishDeadLetter> for RedisTransport {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, msg: PublishDeadLetter, _: &mut Context<Self>) -> Self::Result {
+        let stream = self.keys.queue_stream(&msg.dead_letter_queue);
+        let fields = entry_fields(
+            &msg.body,
+            msg.content_type.as_deref(),
+            &msg.routing_key(),
+            &msg.headers,
+            msg.ttl,
+        );
+        let appended = self.append(stream.clone(), None, fields);
+        if self
+            .registered_dead_letters
+            .contains(&msg.dead_letter_queue)
+        {
+            return appended;
+        }
+        // A dead-letter queue nobody declared here: register it, so that the trimmer expires
+        // its entries and `Inspect` counts them, then append.
+        self.registered_dead_letters
+            .insert(msg.dead_letter_queue.clone());
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&stream)
+            .arg(&msg.dead_letter_queue)
+            .arg("0")
+            .arg("MKSTREAM")
+            .ignore();
+        pipe.cmd("SADD")
+            .arg(self.keys.streams())
+            .arg(&stream)
+            .ignore();
+        pipe.cmd("HSETNX")
+            .arg(self.keys.queues())
+            .arg(&msg.dead_letter_queue)
+            .arg(queue_record(&msg.dead_letter_queue, &[]))
+            .ignore();
+        pipe.ignore_errors();
+        let mut control = self.control.clone();
+        Box::pin(async move {
+            let _ = pipe.query_async::<Value>(&mut control).await;
+            appended.await
+        })
+    }
+}
+
+impl Handler<Park> for RedisTransport {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, msg: Park, _: &mut Context<Self>) -> Self::Result {
+        let stream = self.keys.route_stream(&msg.message.route);
+        let parked = self.keys.parked(&stream);
+        lock(&self.maintenance.movers).insert((parked.clone(), stream));
+        let nonce = format!("{}:{}", keys::now_ms(), fastrand::u64(..));
+        let member = pack_member(nonce.as_bytes(), &message_fields(&msg.message));
+        let delay = u64::try_from(msg.delay.as_millis()).unwrap_or(u64::MAX);
+        let (control, config, deadline) = (
+            self.control.clone(),
+            Arc::clone(&self.config),
+            self.deadline(),
+        );
+        let wake = Arc::clone(&self.maintenance.mover_wake);
+        Box::pin(async move {
+            let _due: i64 = with_retry(&config, deadline, || {
+                let (member, mut control, parked) =
+                    (member.clone(), control.clone(), parked.clone());
+                async move {
+                    scripts::PARK
+                        .key(&parked)
+                        .arg(delay)
+                        .arg(member)
+                        .invoke_async(&mut control)
+                        .await
+                }
+            })
+            .await
+            .map_err(|e| redis_error(&format!("parking a copy in {parked}"), e))?;
+            wake.notify_one();
+            Ok(())
+        })
+    }
+}
+
+impl Handler<Subscribe> for RedisTransport {
+    type Result = ResponseActFuture<Self, Result<ConsumerTag>>;
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
+        let info = self.queue_info(&msg.queue);
+        Box::pin(info.into_actor(self).map(move |info, this, _| {
+            let info = info?;
+            this.next_consumer += 1;
+            let tag = ConsumerTag(this.next_consumer);
+            let ctx = Ctx {
+                config: Arc::clone(&this.config),
+                control: this.control.clone(),
+                local: Arc::clone(&this.local),
+            };
+            let mut started = Vec::new();
+            for _ in 0..this.config.consumers {
+                let slot = {
+                    let mut local = lock(&this.local);
+                    let used = local.slots.entry(msg.queue.clone()).or_default();
+                    let slot = (0..).find(|n| !used.contains(n)).unwrap_or(0);
+                    used.insert(slot);
+                    slot
+                };
+                let name = format!("{}-{slot}", this.config.consumer_name);
+                lock(&this.local)
+                    .live
+                    .entry(msg.queue.clone())
+                    .or_default()
+                    .insert(name.clone());
+                this.next_channel += 1;
+                let consumer = Arc::new(Consumer {
+                    channel: this.next_channel,
+                    queue: msg.queue.clone(),
+                    dead_letter_stream: this.keys.queue_stream(&info.dead_letter_queue),
+                    dead_letter_queue: info.dead_letter_queue.clone(),
+                    name,
+                    slot,
+                    streams: info.streams.clone(),
+                    prefetch: msg.prefetch,
+                    state: Mutex::default(),
+                    wake: Notify::new(),
+                });
+                this.channels
+                    .insert(consumer.channel, Arc::clone(&consumer));
+                actix::spawn(consumer::run(
+                    Arc::clone(&consumer),
+                    msg.consumer.clone(),
+                    ctx.clone(),
+                ));
+                started.push(consumer);
+            }
+            this.consumers.insert(tag, started);
+            Ok(tag)
+        }))
+    }
+}
+
+impl Handler<Settle> for RedisTransport {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, msg: Settle, _: &mut Context<Self>) -> Self::Result {
+        let mut per_channel: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for t in &msg.tags {
+            per_channel.entry(t.channel).or_default().push(t.tag);
+        }
+        let mut acks = Vec::new();
+        for (channel, tags) in per_channel {
+            let Some(c) = self.channels.get(&channel) else {
+                continue;
+            };
+            let ids: Vec<_> = {
+                let mut state = c.state();
+                let ids: Vec<_> = tags
+                    .iter()
+                    .filter_map(|t| state.unacked.remove(t))
+                    .collect();
+                if msg.settlement == Settlement::Requeue {
+                    state.requeued.extend(ids);
+                    Vec::new()
+                } else {
+                    ids
+                }
+            };
+            if msg.settlement == Settlement::Requeue {
+                c.wake.notify_one();
+            } else if !ids.is_empty() {
+                acks.push((Arc::clone(c), ids));
+            }
+        }
+        let (control, config) = (self.control.clone(), Arc::clone(&self.config));
+        Box::pin(async move {
+            let mut result = Ok(());
+            for (c, ids) in acks {
+                let mut control = control.clone();
+                if let Err(e) = consumer::ack(&mut control, &config, &c, &ids).await {
+                    result = Err(e);
+                }
+                c.wake.notify_one();
+            }
+            result
+        })
+    }
+}
+
+impl Handler<Cancel> for RedisTransport {
+    type Result = Result<()>;
+
+    fn handle(&mut self, msg: Cancel, _: &mut Context<Self>) -> Result<()> {
+        let Some(consumers) = self.consumers.get(&msg.consumer) else {
+            return Ok(());
+        };
+        let consumers = consumers.clone();
+        for c in &consumers {
+            c.state().stopped = true;
+            c.wake.notify_one();
+        }
+        if !msg.release {
+            return Ok(());
+        }
+        self.consumers.remove(&msg.consumer);
+        let mut queues = BTreeSet::new();
+        for c in consumers {
+            self.channels.remove(&c.channel);
+            c.state().unacked.clear();
+            let mut local = lock(&self.local);
+            if let Some(slots) = local.slots.get_mut(&c.queue) {
+                slots.remove(&c.slot);
+            }
+            if let Some(live) = local.live.get_mut(&c.queue) {
+                live.remove(&c.name);
+            }
+            local
+                .orphans
+                .entry(c.queue.clone())
+                .or_default()
+                .insert(c.name.clone());
+            queues.insert(c.queue.clone());
+        }
+        // The consumers left of the same queues take the released entries over at once.
+        for c in self.channels.values() {
+            if queues.contains(&c.queue) {
+                c.wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Handler<Inspect> for RedisTransport {
+    type Result = ResponseFuture<Result<QueueStats>>;
+
+    /// `ready`: entries of the queue's streams not yet delivered to its group; `unacked`: its
+    /// pending entries; `parked`: copies waiting in its parked set; `dead_letters`: entries of
+    /// its dead-letter stream.
+    fn handle(&mut self, msg: Inspect, _: &mut Context<Self>) -> Self::Result {
+        let info = self.queue_info(&msg.queue);
+        let (control, keys, config, deadline) = (
+            self.control.clone(),
+            self.keys.clone(),
+            Arc::clone(&self.config),
+            self.deadline(),
+        );
+        Box::pin(async move {
+            let info = info.await?;
+            let own = keys.queue_stream(&msg.queue);
+            let dead = keys.queue_stream(&info.dead_letter_queue);
+            let parked = keys.parked(&own);
+            let (counts, (parked, dead_letters)): ((u64, u64), (u64, u64)) =
+                with_retry(&config, deadline, || {
+                    let mut invocation = scripts::INSPECT.prepare_invoke();
+                    for s in &info.streams {
+                        invocation.key(&s.key);
+                    }
+                    invocation.arg(&msg.queue);
+                    let mut pipe = ::redis::pipe();
+                    pipe.cmd("ZCARD").arg(&parked).cmd("XLEN").arg(&dead);
+                    let mut control = control.clone();
+                    async move {
+                        let counts = invocation.invoke_async(&mut control).await?;
+                        Ok((counts, pipe.query_async(&mut control).await?))
+                    }
+                })
+                .await
+                .map_err(|e| redis_error(&format!("inspecting queue {}", msg.queue), e))?;
+            let dead_letters = if info.dead_letter_queue == msg.queue {
+                0
+            } else {
+                dead_letters
+            };
+            Ok(QueueStats {
+                ready: counts.0,
+                unacked: counts.1,
+                parked,
+                dead_letters,
+            })
+        })
+    }
+}
+
+/// Trims every stream of the exchange now (the trimmer does it every `trim_interval`) and
+/// answers the number of entries trimmed. For tests and tools; never sent by the framework.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<u64>")]
+pub struct TrimNow;
+
+impl Handler<TrimNow> for RedisTransport {
+    type Result = ResponseFuture<Result<u64>>;
+
+    fn handle(&mut self, _: TrimNow, _: &mut Context<Self>) -> Self::Result {
+        let mut m = self.maintenance.clone();
+        Box::pin(async move { m.trim_all().await.map_err(|e| redis_error("trimming", e)) })
+    }
+}
+
+/// Deletes the consumers that left with nothing pending (idle longer than
+/// `consumer_gc_idle`) now, and answers how many. For tests and tools.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<u64>")]
+pub struct DeleteGoneConsumers;
+
+impl Handler<DeleteGoneConsumers> for RedisTransport {
+    type Result = ResponseFuture<Result<u64>>;
+
+    fn handle(&mut self, _: DeleteGoneConsumers, _: &mut Context<Self>) -> Self::Result {
+        let mut m = self.maintenance.clone();
+        Box::pin(async move {
+            m.delete_gone_consumers()
+                .await
+                .map_err(|e| redis_error("deleting consumers", e))
+        })
+    }
+}
+
+/// Stops the transport: consumers stop reading (their pending entries stay with their names
+/// for a restart or a claim), the mover and the trimmer end. For tests and tools.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+impl Handler<Stop> for RedisTransport {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Deletes every key of the exchange (streams, parked sets, registries). For tests and
+/// tools; never sent by the framework.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<u64>")]
+pub struct Teardown;
+
+impl Handler<Teardown> for RedisTransport {
+    type Result = ResponseFuture<Result<u64>>;
+
+    fn handle(&mut self, _: Teardown, _: &mut Context<Self>) -> Self::Result {
+        self.queues.clear();
+        self.registered_dead_letters.clear();
+        lock(&self.maintenance.movers).clear();
+        let (mut control, pattern) = (self.control.clone(), glob_escape(self.keys.base()) + "*");
+        Box::pin(async move {
+            let mut cursor = 0u64;
+            let mut deleted = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = ::redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut control)
+                    .await
+                    .map_err(|e| redis_error("SCAN", e))?;
+                if !keys.is_empty() {
+                    let n: u64 = ::redis::cmd("DEL")
+                        .arg(&keys)
+                        .query_async(&mut control)
+                        .await
+                        .map_err(|e| redis_error("DEL", e))?;
+                    deleted += n;
+                }
+                if next == 0 {
+                    return Ok(deleted);
+                }
+                cursor = next;
+            }
+        })
+    }
+}
+
+/// Escapes the glob characters of a key for `SCAN MATCH`.
+fn glob_escape(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for ch in key.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
