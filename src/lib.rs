@@ -38,7 +38,8 @@ impl CqrsSystemExt for CqrsSystem {
 }
 
 /// Transports: [`transports::memory`] (feature `memory`), [`transports::rabbitmq`] (feature
-/// `rabbitmq`) and the conformance suite (feature `conformance`).
+/// `rabbitmq`), [`transports::redis`] (feature `redis`) and the conformance suite (feature
+/// `conformance`).
 pub mod transports {
     #[cfg(feature = "conformance")]
     pub use cqrs_transports::conformance;
@@ -46,6 +47,8 @@ pub mod transports {
     pub use cqrs_transports::memory;
     #[cfg(feature = "rabbitmq")]
     pub use cqrs_transports::rabbitmq;
+    #[cfg(feature = "redis")]
+    pub use cqrs_transports::redis;
 }
 
 /// The SeaORM adapters (feature `sea-orm`; drivers with `postgres`, `mysql`, `sqlite`).

@@ -5,6 +5,9 @@ pub mod db;
 pub mod entities;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
+#[cfg(feature = "redis")]
+pub mod redis;
+pub mod scenarios;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -4,9 +4,9 @@
 use cqrs_actors::{Connect, CqrsConfig, Error, Result, TransportHandle};
 use futures_util::future::LocalBoxFuture;
 
-/// Connects `memory://`, `amqp://` and `amqps://` (with the features `memory`, `rabbitmq` and
-/// `rabbitmq-tls`); any other scheme, or one whose feature is off, is a configuration error
-/// naming it. `cqrs_sync::CqrsSystem::builder()` comes with it.
+/// Connects `memory://`, `amqp://`, `amqps://`, `redis://` and `rediss://` (with the features
+/// `memory`, `rabbitmq`, `rabbitmq-tls`, `redis` and `redis-tls`); any other scheme, or one
+/// whose feature is off, is a configuration error naming it. `cqrs_sync::CqrsSystem::builder()` comes with it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UrlConnector;
 
@@ -31,10 +31,15 @@ async fn connect(config: &CqrsConfig) -> Result<TransportHandle> {
                 .await?
                 .0)
         }
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => {
+            let redis = crate::redis::RedisConfig::from_cqrs_config(config)?;
+            Ok(crate::redis::RedisTransport::connect(redis).await?.0)
+        }
         _ => Err(Error::config(
             "url",
             format!(
-                "no transport for {} is compiled in (features: memory, rabbitmq, rabbitmq-tls)",
+                "no transport for {} is compiled in (features: memory, rabbitmq, rabbitmq-tls, redis, redis-tls)",
                 config.url()
             ),
         )),

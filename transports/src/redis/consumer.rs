@@ -40,7 +40,8 @@ pub(crate) struct Consumer {
     pub dead_letter_queue: String,
     pub name: String,
     pub slot: usize,
-    pub streams: Vec<Stream>,
+    /// The streams it reads; Declare may add some while it runs (indexes stay valid).
+    pub streams: Mutex<Vec<Stream>>,
     pub prefetch: u32,
     pub state: Mutex<State>,
     pub wake: Notify,
@@ -61,6 +62,34 @@ pub(crate) struct State {
 impl Consumer {
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The streams it reads now.
+    pub(crate) fn streams(&self) -> Vec<Stream> {
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The key of stream `i`.
+    pub(crate) fn key(&self, i: usize) -> String {
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(i)
+            .map(|s| s.key.clone())
+            .unwrap_or_default()
+    }
+
+    /// Starts reading `more` streams too (a Declare that bound more CQRS ids to the queue).
+    pub(crate) fn add_streams(&self, more: &[Stream]) {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        for s in more {
+            if !streams.iter().any(|have| have.key == s.key) {
+                streams.push(s.clone());
+            }
+        }
     }
 
     fn stopped(&self) -> bool {
@@ -202,10 +231,11 @@ impl Reader<'_> {
             .arg("BLOCK")
             .arg(u64::try_from(self.ctx.config.block.as_millis()).unwrap_or(u64::MAX))
             .arg("STREAMS");
-        for s in &self.c.streams {
+        let streams = self.c.streams();
+        for s in &streams {
             cmd.arg(&s.key);
         }
-        for _ in &self.c.streams {
+        for _ in &streams {
             cmd.arg(">");
         }
         let mut conn = self.conn.clone();
@@ -215,8 +245,9 @@ impl Reader<'_> {
     /// Queues what a read returned, in id order across the streams.
     fn take_read(&mut self, reply: &Value) {
         let mut entries = Vec::new();
+        let streams = self.c.streams();
         for (key, list) in stream_replies(reply) {
-            if let Some(i) = self.c.streams.iter().position(|s| s.key.as_bytes() == key) {
+            if let Some(i) = streams.iter().position(|s| s.key.as_bytes() == key) {
                 entries.extend(parse_entries(i, list));
             }
         }
@@ -234,7 +265,7 @@ impl Reader<'_> {
         if e.code() == Some("NOGROUP") {
             tracing::error!(queue = %self.c.queue, "a consumer group of the queue was deleted; creating it again");
             let mut control = self.ctx.control.clone();
-            for s in &self.c.streams {
+            for s in &self.c.streams() {
                 let start = match (&s.cqrs_id, self.ctx.config.group_start) {
                     (Some(_), super::GroupStart::Latest) => "$",
                     _ => "0",
@@ -272,7 +303,7 @@ impl Reader<'_> {
         const PAGE: usize = 1000;
         let holding = self.holding();
         let mut drained = true;
-        for (i, s) in self.c.streams.iter().enumerate() {
+        for (i, s) in self.c.streams().iter().enumerate() {
             let pending: Value = ::redis::cmd("XPENDING")
                 .arg(&s.key)
                 .arg(&self.c.queue)
@@ -304,9 +335,9 @@ impl Reader<'_> {
             .get(&self.c.queue)
             .cloned()
             .unwrap_or_default();
-        for i in 0..self.c.streams.len() {
+        for (i, s) in self.c.streams().iter().enumerate() {
             let pending: Value = ::redis::cmd("XPENDING")
-                .arg(&self.c.streams[i].key)
+                .arg(&s.key)
                 .arg(&self.c.queue)
                 .arg("IDLE")
                 .arg(idle)
@@ -321,7 +352,7 @@ impl Reader<'_> {
                 .map(|(id, _, count)| (id, count))
                 .collect();
             if !list.is_empty() {
-                tracing::info!(queue = %self.c.queue, key = %self.c.streams[i].key, entries = list.len(), "taking over entries left pending by a consumer that is gone");
+                tracing::info!(queue = %self.c.queue, key = %s.key, entries = list.len(), "taking over entries left pending by a consumer that is gone");
             }
             self.take_over(i, &list, idle).await?;
         }
@@ -349,7 +380,7 @@ impl Reader<'_> {
         }
         let counts: HashMap<StreamId, u64> = rest.iter().map(|(id, n)| (*id, *n)).collect();
         let mut cmd = ::redis::cmd("XCLAIM");
-        cmd.arg(&self.c.streams[i].key)
+        cmd.arg(self.c.key(i))
             .arg(&self.c.queue)
             .arg(&self.c.name)
             .arg(min_idle);
@@ -373,7 +404,7 @@ impl Reader<'_> {
     /// Moves a crash-looping entry to the dead-letter stream with reason `poison`.
     async fn poison(&mut self, i: usize, id: StreamId, deliveries: u64) -> Result<(), RedisError> {
         let config = &self.ctx.config;
-        let stream = &self.c.streams[i];
+        let stream = self.c.key(i);
         let expires = config
             .dead_message_ttl
             .map(|ttl| (now_ms() + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)).to_string())
@@ -383,10 +414,10 @@ impl Reader<'_> {
              a consumer crashed or hung on it each time",
             config.max_deliveries
         );
-        tracing::error!(queue = %self.c.queue, key = %stream.key, id = %id, deliveries, "poison entry moved to the dead-letter stream");
+        tracing::error!(queue = %self.c.queue, key = %stream, id = %id, deliveries, "poison entry moved to the dead-letter stream");
         let mut control = self.ctx.control.clone();
         let _: i64 = scripts::DEAD_LETTER
-            .key(&stream.key)
+            .key(&stream)
             .key(&self.c.dead_letter_stream)
             .arg(&self.c.queue)
             .arg(id.to_string())
@@ -411,10 +442,7 @@ impl Reader<'_> {
         let mut pipe = ::redis::pipe();
         for (i, id) in &requeued {
             let id = id.to_string();
-            pipe.cmd("XRANGE")
-                .arg(&self.c.streams[*i].key)
-                .arg(&id)
-                .arg(&id);
+            pipe.cmd("XRANGE").arg(self.c.key(*i)).arg(&id).arg(&id);
         }
         let mut control = self.ctx.control.clone();
         let replies: Vec<Value> = match pipe.query_async(&mut control).await {
@@ -503,7 +531,7 @@ impl Reader<'_> {
     async fn ack(&self, i: usize, ids: &[StreamId]) {
         let mut control = self.ctx.control.clone();
         let mut cmd = ::redis::cmd("XACK");
-        cmd.arg(&self.c.streams[i].key).arg(&self.c.queue);
+        cmd.arg(self.c.key(i)).arg(&self.c.queue);
         for id in ids {
             cmd.arg(id.to_string());
         }
@@ -568,7 +596,7 @@ pub(crate) async fn ack(
     }
     let mut pipe = ::redis::pipe();
     for (i, ids) in &per_stream {
-        pipe.cmd("XACK").arg(&c.streams[*i].key).arg(&c.queue);
+        pipe.cmd("XACK").arg(c.key(*i)).arg(&c.queue);
         for id in ids {
             pipe.arg(id.to_string());
         }

@@ -59,9 +59,14 @@ impl Keys {
         format!("{}bind:{cqrs_id}", self.base)
     }
 
-    /// The hash of declared queues: queue → its streams, one per line.
+    /// The hash of declared queues: queue → its dead-letter queue.
     pub(crate) fn queues(&self) -> String {
         format!("{}queues", self.base)
+    }
+
+    /// The set of CQRS ids queue `Q` replicates.
+    pub(crate) fn queue_ids(&self, queue: &str) -> String {
+        format!("{}ids:{queue}", self.base)
     }
 
     /// The set of every stream of the exchange (what the trimmer walks).
@@ -319,6 +324,7 @@ mod tests {
             keys.parked(&keys.queue_stream("replica")),
             keys.bindings("book"),
             keys.queues(),
+            keys.queue_ids("replica"),
             keys.streams(),
         ] {
             assert!(key.starts_with("cqrs:{shop}:"), "{key}");

@@ -197,53 +197,52 @@ impl RedisTransport {
         let (mut control, keys, queue) =
             (self.control.clone(), self.keys.clone(), queue.to_owned());
         Box::pin(async move {
-            let raw: Option<String> = ::redis::cmd("HGET")
+            let (dead_letter_queue, ids): (Option<String>, Vec<String>) = ::redis::pipe()
+                .cmd("HGET")
                 .arg(keys.queues())
                 .arg(&queue)
+                .cmd("SMEMBERS")
+                .arg(keys.queue_ids(&queue))
                 .query_async(&mut control)
                 .await
                 .map_err(|e| redis_error(&format!("HGET {}", keys.queues()), e))?;
-            let raw = raw.ok_or_else(|| {
+            let dead_letter_queue = dead_letter_queue.ok_or_else(|| {
                 Error::new(
                     ErrorKind::Config,
                     format!("queue {queue:?} is not declared on this exchange"),
                 )
             })?;
-            parse_queue_info(&keys, &queue, &raw)
+            Ok(QueueInfo::new(&keys, &queue, dead_letter_queue, &ids))
         })
     }
 }
 
-/// The registry value of a queue: `{"dead_letter_queue": …, "cqrs_ids": […]}`.
-fn queue_record(dead_letter_queue: &str, cqrs_ids: &[String]) -> String {
-    serde_json::json!({ "dead_letter_queue": dead_letter_queue, "cqrs_ids": cqrs_ids }).to_string()
-}
-
-fn parse_queue_info(keys: &Keys, queue: &str, raw: &str) -> Result<QueueInfo> {
-    let bad = || {
-        Error::new(
-            ErrorKind::Transport,
-            format!("the registry entry of queue {queue:?} is malformed"),
-        )
-    };
-    let v: serde_json::Value = serde_json::from_str(raw).map_err(|_| bad())?;
-    let dead_letter_queue = v["dead_letter_queue"].as_str().ok_or_else(bad)?.to_owned();
-    let ids = v["cqrs_ids"].as_array().ok_or_else(bad)?;
-    let mut streams = vec![Stream {
-        key: keys.queue_stream(queue),
-        cqrs_id: None,
-    }];
-    for id in ids {
-        let id = id.as_str().ok_or_else(bad)?;
-        streams.push(Stream {
+impl QueueInfo {
+    /// The queue's own stream first, then one per CQRS id.
+    fn new(keys: &Keys, queue: &str, dead_letter_queue: String, cqrs_ids: &[String]) -> Self {
+        let mut streams = vec![Stream {
+            key: keys.queue_stream(queue),
+            cqrs_id: None,
+        }];
+        streams.extend(cqrs_ids.iter().map(|id| Stream {
             key: keys.id_stream(id),
-            cqrs_id: Some(id.to_owned()),
-        });
+            cqrs_id: Some(id.clone()),
+        }));
+        Self {
+            streams,
+            dead_letter_queue,
+        }
     }
-    Ok(QueueInfo {
-        streams,
-        dead_letter_queue,
-    })
+
+    /// Adds the streams of `other` it lacks.
+    fn merge(&mut self, other: &QueueInfo) {
+        for s in &other.streams {
+            if !self.streams.iter().any(|have| have.key == s.key) {
+                self.streams.push(s.clone());
+            }
+        }
+        self.dead_letter_queue.clone_from(&other.dead_letter_queue);
+    }
 }
 
 async fn check_aof(control: &mut ConnectionManager) -> Result<()> {
@@ -322,18 +321,23 @@ impl Handler<Declare> for RedisTransport {
         for id in &ids {
             pipe.cmd("SADD").arg(keys.bindings(id)).arg(q);
         }
-        pipe.cmd("HSET")
-            .arg(keys.queues())
-            .arg(q)
-            .arg(queue_record(dlq, &ids))
-            .arg(dlq)
-            .arg(queue_record(dlq, &[]));
-        let info = parse_queue_info(keys, q, &queue_record(dlq, &ids));
-        if let Ok(info) = info {
-            self.queues.insert(q.clone(), info);
+        pipe.cmd("HSET").arg(keys.queues()).arg(q).arg(dlq);
+        pipe.cmd("HSETNX").arg(keys.queues()).arg(dlq).arg(dlq);
+        if !ids.is_empty() {
+            pipe.cmd("SADD").arg(keys.queue_ids(q)).arg(&ids);
         }
-        if let Ok(info) = parse_queue_info(keys, dlq, &queue_record(dlq, &[])) {
-            self.queues.insert(dlq.clone(), info);
+        let declared = QueueInfo::new(keys, q, dlq.clone(), &ids);
+        self.queues
+            .entry(q.clone())
+            .and_modify(|info| info.merge(&declared))
+            .or_insert_with(|| declared.clone());
+        self.queues
+            .entry(dlq.clone())
+            .or_insert_with(|| QueueInfo::new(keys, dlq, dlq.clone(), &[]));
+        // Consumers of the queue start reading the streams of newly bound ids.
+        for c in self.channels.values().filter(|c| &c.queue == q) {
+            c.add_streams(&declared.streams);
+            c.wake.notify_one();
         }
         self.registered_dead_letters.insert(dlq.clone());
         let own = keys.queue_stream(q);
@@ -443,7 +447,7 @@ impl Handler<PublishDeadLetter> for RedisTransport {
         pipe.cmd("HSETNX")
             .arg(self.keys.queues())
             .arg(&msg.dead_letter_queue)
-            .arg(queue_record(&msg.dead_letter_queue, &[]))
+            .arg(&msg.dead_letter_queue)
             .ignore();
         pipe.ignore_errors();
         let mut control = self.control.clone();
@@ -528,7 +532,7 @@ impl Handler<Subscribe> for RedisTransport {
                     dead_letter_queue: info.dead_letter_queue.clone(),
                     name,
                     slot,
-                    streams: info.streams.clone(),
+                    streams: Mutex::new(info.streams.clone()),
                     prefetch: msg.prefetch,
                     state: Mutex::default(),
                     wake: Notify::new(),
