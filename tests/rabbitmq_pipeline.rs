@@ -11,10 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cqrs_sync::CqrsSystemExt;
-use cqrs_sync::{
-    CqrsConfig, CqrsSystem, Error, MasterModel, MemoryTable, ReplicaEvent, ReplicaModel,
-    RetryPolicy, Route, SignalType, handler_fn,
-};
+use cqrs_sync::{CqrsConfig, CqrsSystem, MasterModel, MemoryTable, ReplicaModel};
 use futures_util::future::join_all;
 use serde_json::Value;
 use support::rabbitmq::{Vhost, connect};
