@@ -7,65 +7,18 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cqrs_orm_adapters::ReplicaTable;
 use cqrs_sync::CqrsSystemExt;
 use cqrs_sync::transport::Declare;
-use cqrs_sync::{
-    Applied, CqrsConfig, CqrsSystem, MasterModel, ReplicaEvent, ReplicaModel, handler_fn,
-};
-use futures_util::future::join_all;
-use sea_orm::EntityTrait;
+use cqrs_sync::{CqrsConfig, CqrsSystem, MasterModel, ReplicaModel};
 use support::db::{Backend, TestDb};
+use support::faults::{Killed, applied, item, items, publish_batch};
 use support::rabbitmq::{Vhost, close_all_connections, connect};
-use support::{row, wait_until};
+use support::wait_until;
 
 const PATIENCE: Duration = Duration::from_secs(120);
-
-/// The replica table of the close test.
-mod item {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
-    #[sea_orm(table_name = "item")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub id: i64,
-        pub name: String,
-        pub cqrs_revision: i64,
-        pub cqrs_updated: ChronoDateTimeUtc,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
-/// `id -> (revision, name)` as the replica table holds it.
-async fn items(db: &TestDb) -> BTreeMap<i64, (i64, String)> {
-    item::Entity::find()
-        .all(&db.db)
-        .await
-        .unwrap_or_else(|e| panic!("read the replica: {e}"))
-        .into_iter()
-        .map(|i| (i.id, (i.cqrs_revision, i.name)))
-        .collect()
-}
-
-/// Publishes revision `rev` of rows `ids`, all in flight at once, and checks every confirm.
-async fn publish_batch(publisher: &cqrs_sync::Publisher, ids: std::ops::Range<i64>, rev: i64) {
-    let sends: Vec<_> = ids
-        .map(|id| publisher.save("item", row(id, rev, &format!("item-{id}-r{rev}"))))
-        .collect();
-    for r in join_all(sends).await {
-        r.unwrap_or_else(|e| panic!("a publish failed across the reconnect: {e}"));
-    }
-}
 
 #[actix_rt::test]
 async fn the_broker_closing_every_connection_mid_stream_loses_nothing() {
@@ -135,99 +88,23 @@ async fn the_broker_closing_every_connection_mid_stream_loses_nothing() {
     db.cleanup().await;
 }
 
-const CHILD_URL: &str = "CQRS_FAULT_CHILD_URL";
-const CHILD_LOG: &str = "CQRS_FAULT_CHILD_LOG";
-
-/// The replica process of the kill test: runs only when started by it (with its variables),
-/// applies events by appending `pk revision` lines to a file, and runs until killed.
+/// The replica process of the kill test: runs only when started by it.
 #[test]
 fn replica_child_process() {
-    let (Ok(url), Ok(log)) = (std::env::var(CHILD_URL), std::env::var(CHILD_LOG)) else {
-        return;
-    };
-    actix_rt::System::new().block_on(async move {
-        let config = cqrs_sync::transports::rabbitmq::RabbitMqConfig::from_cqrs_config(
-            &cqrs_sync::CqrsConfig::default().with_url(url),
-        )
+    support::faults::replica_child_main();
+}
+
+/// A replica process of queue `killed` on `vhost`.
+fn spawn_replica(vhost: &Vhost, log: &std::path::Path) -> Killed {
+    let options: toml::Table = "reconnect_min = 0.05\nreconnect_max = 1"
+        .parse()
         .unwrap_or_else(|e| panic!("{e}"));
-        let (transport, _addr) = connect(config).await;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap_or_else(|e| panic!("{log}: {e}"));
-        let file = Arc::new(Mutex::new(file));
-        let _system = CqrsSystem::builder()
-            .config(CqrsConfig::default().with_queue("killed").with_workers(4))
-            .replica(ReplicaModel::new(
-                "item",
-                handler_fn(move |e: ReplicaEvent| {
-                    let line = format!(
-                        "{} {}\n",
-                        e.pk(),
-                        e.envelope().instance_data["cqrs_revision"]
-                    );
-                    let written = file
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .write_all(line.as_bytes());
-                    async move {
-                        written.map_err(|e| cqrs_sync::Error::handler(e.to_string()))?;
-                        Ok(Applied::Updated)
-                    }
-                }),
-            ))
-            .transport(transport)
-            .start()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        loop {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-        }
-    });
-}
-
-fn spawn_replica(vhost: &Vhost, log: &std::path::Path) -> Child {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
-    Command::new(exe)
-        .args([
-            "replica_child_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_URL, vhost.url())
-        .env(CHILD_LOG, log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start the replica process: {e}"))
-}
-
-/// Every `(pk, revision)` the replica process applied, and how many lines it wrote.
-fn applied(log: &std::path::Path) -> (usize, BTreeSet<(i64, i64)>) {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let mut events = BTreeSet::new();
-    let mut lines = 0;
-    for line in text.lines() {
-        let parsed = line
-            .split_once(' ')
-            .and_then(|(pk, rev)| Some((pk.parse().ok()?, rev.parse().ok()?)));
-        if let Some(event) = parsed {
-            lines += 1;
-            events.insert(event);
-        }
-    }
-    (lines, events)
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    let config = vhost
+        .service_config()
+        .with_queue("killed")
+        .with_workers(4)
+        .with_rabbitmq_options(options);
+    support::faults::spawn_replica("replica_child_process", &config, log, Duration::ZERO)
 }
 
 #[actix_rt::test]
@@ -260,7 +137,7 @@ async fn a_replica_process_killed_mid_stream_and_restarted_loses_nothing() {
     for start in (0..rows).step_by(500) {
         publish_batch(&publisher, start + 1..start + 501, 0).await;
     }
-    let first = Killed(spawn_replica(&vhost, &log));
+    let first = spawn_replica(&vhost, &log);
     wait_until(
         "the first replica process applies 2,000 events",
         PATIENCE,
@@ -272,7 +149,7 @@ async fn a_replica_process_killed_mid_stream_and_restarted_loses_nothing() {
     for start in (0..rows).step_by(500) {
         publish_batch(&publisher, start + 1..start + 501, 1).await;
     }
-    let _second = Killed(spawn_replica(&vhost, &log));
+    let _second = spawn_replica(&vhost, &log);
     let expected: BTreeSet<(i64, i64)> = (1..=rows).flat_map(|id| [(id, 0), (id, 1)]).collect();
     wait_until(
         "the restarted replica applies every event",

@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod entities;
+pub mod faults;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
 #[cfg(feature = "redis")]

@@ -167,6 +167,7 @@ impl<'a> OptionValue<'a> {
     }
 
     /// A boolean.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn boolean(&self) -> Result<bool> {
         self.value
             .as_bool()
@@ -174,6 +175,7 @@ impl<'a> OptionValue<'a> {
     }
 
     /// A string.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn string(&self) -> Result<&'a str> {
         self.value.as_str().ok_or_else(|| self.wrong("a string"))
     }
