@@ -96,15 +96,18 @@ impl Consumer {
         self.state().stopped
     }
 
-    /// Room under the prefetch.
+    /// Room under the prefetch (without one, a read asks for [`UNBOUNDED_READ`] entries).
     fn room(&self) -> usize {
         let held = self.state().unacked.len();
         match self.prefetch {
-            0 => MAX_DELIVERIES,
-            p => (p as usize).saturating_sub(held).min(MAX_DELIVERIES),
+            0 => UNBOUNDED_READ,
+            p => (p as usize).saturating_sub(held),
         }
     }
 }
+
+/// How many entries a consumer without a prefetch asks for in one read.
+const UNBOUNDED_READ: usize = 1000;
 
 /// What a consumer task needs besides its own state.
 #[derive(Clone)]
@@ -476,7 +479,7 @@ impl Reader<'_> {
     /// the recipient is gone.
     async fn deliver_held(&mut self) -> bool {
         loop {
-            let room = self.c.room();
+            let room = self.c.room().min(MAX_DELIVERIES);
             if room == 0 || self.held.is_empty() || self.c.stopped() {
                 return true;
             }

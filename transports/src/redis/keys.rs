@@ -5,6 +5,7 @@
 //! `XREADGROUP`, and the scripts that move parked retries or dead-letter a poison entry touch
 //! two keys of the same slot. A cluster spreads exchanges, not the keys of one exchange.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::Value;
@@ -82,6 +83,22 @@ impl Keys {
         }
     }
 
+    /// Writes the stream a route's messages go to into `buf` (cleared first).
+    pub(crate) fn write_route_stream(&self, buf: &mut String, route: &Route) {
+        buf.clear();
+        buf.push_str(&self.base);
+        match route {
+            Route::Broadcast { cqrs_id } => {
+                buf.push_str("x:");
+                buf.push_str(cqrs_id);
+            }
+            Route::Queue { queue, .. } => {
+                buf.push_str("q:");
+                buf.push_str(queue);
+            }
+        }
+    }
+
     /// The key's prefix of every key of the exchange (for tools that clean up).
     pub(crate) fn base(&self) -> &str {
         &self.base
@@ -95,27 +112,30 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The field/value pairs of an entry.
+/// The field/value pairs of an entry to write.
+pub(crate) type Fields = Vec<(Cow<'static, str>, Vec<u8>)>;
+
+/// The field/value pairs of an entry; the body is moved in, not copied.
 pub(crate) fn entry_fields(
-    body: &[u8],
+    body: Vec<u8>,
     content_type: Option<&str>,
-    routing_key: &str,
+    routing_key: String,
     headers: &Headers,
     expiration: Option<Duration>,
-) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut fields = Vec::with_capacity(4 + headers.len());
-    fields.push((F_BODY.into(), body.to_vec()));
+) -> Fields {
+    let mut fields: Fields = Vec::with_capacity(4 + headers.len());
+    fields.push((Cow::Borrowed(F_BODY), body));
     if let Some(ct) = content_type {
-        fields.push((F_CONTENT_TYPE.into(), ct.as_bytes().to_vec()));
+        fields.push((Cow::Borrowed(F_CONTENT_TYPE), ct.as_bytes().to_vec()));
     }
-    fields.push((F_ROUTING_KEY.into(), routing_key.as_bytes().to_vec()));
+    fields.push((Cow::Borrowed(F_ROUTING_KEY), routing_key.into_bytes()));
     if let Some(ttl) = expiration {
         let at = now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-        fields.push((F_EXPIRES_AT.into(), at.to_string().into_bytes()));
+        fields.push((Cow::Borrowed(F_EXPIRES_AT), at.to_string().into_bytes()));
     }
     for (name, value) in headers {
         fields.push((
-            format!("{F_HEADER}{name}").into_bytes(),
+            Cow::Owned(format!("{F_HEADER}{name}")),
             value.as_bytes().to_vec(),
         ));
     }
@@ -123,11 +143,12 @@ pub(crate) fn entry_fields(
 }
 
 /// The fields of an outgoing message.
-pub(crate) fn message_fields(msg: &OutgoingMessage) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub(crate) fn message_fields(msg: OutgoingMessage) -> Fields {
+    let routing_key = msg.route.routing_key();
     entry_fields(
-        &msg.body,
+        msg.body,
         Some(&msg.content_type),
-        &msg.route.routing_key(),
+        routing_key,
         &msg.headers,
         msg.expiration,
     )
@@ -272,7 +293,7 @@ pub(crate) fn parse_entries(stream: usize, reply: &Value) -> Vec<Entry> {
 
 /// Encodes a list of byte strings as a MessagePack array of strings (what the mover script
 /// unpacks with `cmsgpack`), first a unique nonce so that two equal copies stay two members.
-pub(crate) fn pack_member(nonce: &[u8], fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn pack_member(nonce: &[u8], fields: &[(Cow<'static, str>, Vec<u8>)]) -> Vec<u8> {
     let n = 1 + 2 * fields.len();
     let mut out = Vec::with_capacity(
         16 + fields
@@ -305,7 +326,7 @@ pub(crate) fn pack_member(nonce: &[u8], fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8
     };
     bin(nonce);
     for (k, v) in fields {
-        bin(k);
+        bin(k.as_bytes());
         bin(v);
     }
     out
@@ -346,7 +367,7 @@ mod tests {
 
     #[test]
     fn members_pack_as_messagepack_strings() {
-        let fields = vec![(b"body".to_vec(), vec![0u8; 300])];
+        let fields = vec![(Cow::Borrowed("body"), vec![0u8; 300])];
         let packed = pack_member(b"n1", &fields);
         assert_eq!(packed[0], 0x93);
         assert_eq!(&packed[1..4], &[0xa2, b'n', b'1']);

@@ -37,8 +37,8 @@ use ::redis::Value;
 use ::redis::aio::ConnectionManager;
 use actix::prelude::*;
 use cqrs_actors::transport::{
-    Cancel, ConsumerTag, Declare, Inspect, Park, Publish, PublishDeadLetter, QueueStats, Route,
-    Settle, Settlement, Subscribe,
+    Cancel, ConsumerTag, Declare, Inspect, Park, Publish, PublishDeadLetter, QueueStats, Settle,
+    Settlement, Subscribe,
 };
 use cqrs_actors::{Error, ErrorKind, Result, TransportHandle};
 use tokio::sync::{Notify, oneshot, watch};
@@ -50,7 +50,7 @@ use conn::{backoff, is_connection_error, redis_error};
 use consumer::{Consumer, Ctx, Stream};
 use keys::{Keys, entry_fields, message_fields, pack_member};
 use maintenance::{Maintenance, Movers};
-use publisher::{Check, Request};
+use publisher::{Outgoing, Request};
 
 /// Locks a mutex, also after a panic elsewhere.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -110,7 +110,6 @@ impl RedisTransport {
     pub async fn connect(config: RedisConfig) -> Result<(TransportHandle, Addr<RedisTransport>)> {
         let timeout = config.publish_timeout.max(Duration::from_secs(1));
         let mut control = conn::manager(&config, timeout).await?;
-        let publishing = conn::manager(&config, timeout).await?;
         let _: String = ::redis::cmd("PING")
             .query_async(&mut control)
             .await
@@ -132,7 +131,7 @@ impl RedisTransport {
             local: Arc::clone(&local),
             stop: stopped,
         };
-        let publisher = publisher::spawn(publishing, keys.clone(), Arc::clone(&config));
+        let publisher = publisher::spawn(keys.clone(), Arc::clone(&config));
         let addr = RedisTransport {
             config,
             keys,
@@ -160,17 +159,10 @@ impl RedisTransport {
     }
 
     /// Sends one entry through the publisher, in order with every other publish.
-    fn append(
-        &self,
-        stream: String,
-        check: Option<Check>,
-        fields: Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> ResponseFuture<Result<()>> {
+    fn append(&self, entry: Outgoing) -> ResponseFuture<Result<()>> {
         let (reply, answer) = oneshot::channel();
         let sent = self.publisher.send(Request {
-            stream,
-            check,
-            fields,
+            entry,
             deadline: self.deadline(),
             reply,
         });
@@ -397,15 +389,10 @@ impl Handler<Publish> for RedisTransport {
     type Result = ResponseFuture<Result<()>>;
 
     fn handle(&mut self, Publish(msg): Publish, _: &mut Context<Self>) -> Self::Result {
-        let check = match &msg.route {
-            Route::Broadcast { cqrs_id } => Check::Bound(cqrs_id.clone()),
-            Route::Queue { queue, .. } => Check::Queue(queue.clone()),
-        };
-        self.append(
-            self.keys.route_stream(&msg.route),
-            Some(check),
-            message_fields(&msg),
-        )
+        let expires_at = msg.expiration.map(|ttl| {
+            keys::now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+        });
+        self.append(Outgoing::Message(msg, expires_at))
     }
 }
 
@@ -414,14 +401,15 @@ impl Handler<PublishDeadLetter> for RedisTransport {
 
     fn handle(&mut self, msg: PublishDeadLetter, _: &mut Context<Self>) -> Self::Result {
         let stream = self.keys.queue_stream(&msg.dead_letter_queue);
+        let routing_key = msg.routing_key();
         let fields = entry_fields(
-            &msg.body,
+            msg.body,
             msg.content_type.as_deref(),
-            &msg.routing_key(),
+            routing_key,
             &msg.headers,
             msg.ttl,
         );
-        let appended = self.append(stream.clone(), None, fields);
+        let appended = self.append(Outgoing::Fields(stream.clone(), fields));
         if self
             .registered_dead_letters
             .contains(&msg.dead_letter_queue)
@@ -466,7 +454,7 @@ impl Handler<Park> for RedisTransport {
         let parked = self.keys.parked(&stream);
         lock(&self.maintenance.movers).insert((parked.clone(), stream));
         let nonce = format!("{}:{}", keys::now_ms(), fastrand::u64(..));
-        let member = pack_member(nonce.as_bytes(), &message_fields(&msg.message));
+        let member = pack_member(nonce.as_bytes(), &message_fields(msg.message));
         let delay = u64::try_from(msg.delay.as_millis()).unwrap_or(u64::MAX);
         let (control, config, deadline) = (
             self.control.clone(),
