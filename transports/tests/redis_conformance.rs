@@ -60,8 +60,8 @@ mod transport_specific {
     use cqrs_actors::{CqrsConfig, ErrorKind, Route, TransportHandle};
     use cqrs_transports::conformance::{Collected, Names, collect, message, run_check};
     use cqrs_transports::redis::{
-        DeleteGoneConsumers, HEADER_DELIVERY_COUNT, RedisConfig, RedisTransport, Stop, Teardown,
-        TrimNow,
+        DeleteGoneConsumers, HEADER_DELIVERY_COUNT, ListDeadLetters, PurgeDeadLetters, RedisConfig,
+        RedisTransport, RetryDeadLetter, Stop, Teardown, TrimNow,
     };
     use futures_util::future::join_all;
 
@@ -567,6 +567,102 @@ mod transport_specific {
                     .await
                     .expect_err("unknown");
                 assert!(err.to_string().contains("not declared"), "{err}");
+            },
+            teardown(&addr),
+        )
+        .await;
+    }
+
+    #[actix_rt::test]
+    async fn dead_letters_are_listed_retried_and_purged_without_loss() {
+        let names = Names::new("redis", "dead_tools");
+        let (t, addr) = start(&names, "").await;
+        run_check(
+            async {
+                let (q, x) = (names.queue("q"), names.cqrs_id("x"));
+                let dlq = format!("{q}_dlq");
+                declare(&t, &q, &[&x]).await;
+                for i in 0..3 {
+                    let mut headers = cqrs_actors::transport::Headers::new();
+                    headers.insert(HEADER_REASON.to_owned(), "retries_exhausted".to_owned());
+                    t.dead_letter(cqrs_actors::transport::PublishDeadLetter {
+                        dead_letter_queue: dlq.clone(),
+                        cqrs_id: Some(x.clone()),
+                        body: format!("dead{i}").into_bytes(),
+                        content_type: Some("text/plain".to_owned()),
+                        headers,
+                        ttl: None,
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                }
+                let list = |after: Option<String>, limit| {
+                    addr.send(ListDeadLetters {
+                        dead_letter_queue: dlq.clone(),
+                        after,
+                        limit,
+                    })
+                };
+                let first = list(None, 2)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(first.len(), 2);
+                assert_eq!(first[0].body, b"dead0");
+                assert_eq!(first[0].routing_key, format!("cqrs.{dlq}.{x}"));
+                assert_eq!(
+                    first[0].headers.get(HEADER_REASON).map(String::as_str),
+                    Some("retries_exhausted")
+                );
+                let rest = list(Some(first[1].id.clone()), 10)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(rest.len(), 1, "listing leaves them in place and pages on");
+                // Retrying moves the rewritten copy to the replica queue in one step.
+                let c = collect(&t, &q, 10, true).await;
+                let retry = |id: String| {
+                    addr.send(RetryDeadLetter {
+                        dead_letter_queue: dlq.clone(),
+                        id,
+                        message: message(Route::queue(&q, &x), "again0"),
+                    })
+                };
+                let moved = retry(first[0].id.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert!(moved);
+                let twice = retry(first[0].id.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert!(!twice, "a dead letter is retried once");
+                let seen = exactly(&c, 1, "the retried copy").await;
+                assert_eq!(bodies(&seen), ["again0"]);
+                assert_eq!(seen[0].routing_key, format!("cqrs.{q}.{x}"));
+                let stats = t.inspect(&q).await.unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(stats.dead_letters, 2);
+                let purged = addr
+                    .send(PurgeDeadLetters {
+                        dead_letter_queue: dlq.clone(),
+                        ids: Some(vec![first[1].id.clone()]),
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(purged, 1);
+                let purged = addr
+                    .send(PurgeDeadLetters {
+                        dead_letter_queue: dlq.clone(),
+                        ids: None,
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(purged, 1);
+                let stats = t.inspect(&q).await.unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(stats.dead_letters, 0);
             },
             teardown(&addr),
         )

@@ -209,3 +209,19 @@ return redis.call('XTRIM', key, 'MINID', string.format('%d-%d', cut[1], cut[2]))
 ",
     )
 });
+
+/// Republishes a dead letter and removes it from its stream, in one step: nothing is removed
+/// unless the copy was appended. KEYS: dead-letter stream, target stream. ARGV: the
+/// dead-letter queue (its group), the entry id, then the copy's field/value pairs. Returns 1,
+/// or 0 when the entry was not there.
+pub(crate) static RETRY_DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+",
+    )
+});
