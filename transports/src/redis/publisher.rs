@@ -74,7 +74,9 @@ pub(crate) fn spawn(keys: Keys, config: Arc<RedisConfig>) -> mpsc::UnboundedSend
             fresh: HashMap::new(),
             ttl: config.route_cache,
         },
-        max: config.publish_window.clamp(1, 4096),
+        // The window split over the batches on their way: the framework keeps at most a window
+        // of publishes unconfirmed, so larger batches would leave the others empty.
+        max: config.publish_window.div_ceil(DEPTH).clamp(1, 4096),
         config,
         queued: VecDeque::new(),
         in_flight: VecDeque::new(),
