@@ -1,8 +1,9 @@
 //! No credential shows in `Debug`, `Display`, error texts or logs: generated passwords with
 //! every reserved and percent-encoded character go through each configuration path (builder,
-//! TOML, environment, the RabbitMQ URL parser, `RabbitMqConfig::from_cqrs_config`), raw and
-//! percent-encoded, for `amqp`, `amqps`, `redis` and `rediss` URLs; and a real connection to
-//! RabbitMQ logged at trace level with the documented filter leaks nothing.
+//! TOML, environment, the RabbitMQ and Redis URL parsers, `from_cqrs_config`), raw and
+//! percent-encoded, for `amqp`, `amqps`, `redis` and `rediss` URLs; and real connections to
+//! RabbitMQ and Redis, logged at trace level (RabbitMQ's with the documented filter), leak
+//! nothing.
 //!
 //! The seed is printed; replay a failure with `CQRS_TEST_SEED=<seed>`.
 
@@ -114,6 +115,8 @@ fn no_generated_password_shows_through_any_configuration_path() {
 
             #[cfg(feature = "rabbitmq")]
             rabbitmq_paths(&url, &pw, &from_env);
+            #[cfg(feature = "redis")]
+            redis_paths(&url, &pw);
         }
     }
 }
@@ -147,6 +150,134 @@ fn rabbitmq_paths(url: &str, pw: &str, service: &CqrsConfig) {
             .unwrap_or_else(|e| panic!("an encoded password parses: {e}"));
         assert_eq!(config.redacted_url().split("****").count(), 2);
     }
+}
+
+/// The Redis URL parser, from a service configuration: a URL with the password
+/// percent-encoded parses to that password; neither `Debug` nor an error shows it.
+#[cfg(feature = "redis")]
+fn redis_paths(url: &str, pw: &str) {
+    use cqrs_sync::transports::redis::RedisConfig;
+    // The same URL with what a Redis URL has after the host: a database number.
+    let url = &url.replace("/vh?heartbeat=10", "/3").replace("/vh", "/3");
+    match RedisConfig::from_cqrs_config(&CqrsConfig::default().with_url(url)) {
+        Ok(config) => assert_hidden(
+            &format!("{config:?} {}", config.redacted_url()),
+            pw,
+            "RedisConfig",
+        ),
+        Err(e) => assert_hidden(&format!("{e} {e:?}"), pw, "RedisConfig error"),
+    }
+    let redis = url.starts_with("redis://")
+        || (url.starts_with("rediss://") && cfg!(feature = "redis-tls"));
+    if redis && url.contains(&percent_encode(pw)) {
+        let config = RedisConfig::from_cqrs_config(&CqrsConfig::default().with_url(url))
+            .unwrap_or_else(|e| panic!("an encoded password parses: {e}"));
+        assert_eq!(config.redacted_url().split("****").count(), 2);
+    }
+}
+
+/// A real Redis login with a generated password (an ACL user of its own), logged at trace
+/// level: the transport connects and carries a message, a wrong password is refused, and no
+/// line, error or `Debug` holds either password.
+#[cfg(feature = "redis")]
+#[actix_rt::test]
+async fn a_real_redis_login_with_a_generated_password_logs_no_password() {
+    use std::time::Duration;
+
+    use cqrs_sync::transports::redis::{RedisConfig, RedisTransport};
+    use cqrs_sync::{ErrorKind, MemoryTable, ReplicaModel, Route, SignalType};
+    use support::Capture;
+    use support::redis::{Space, client};
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .with_filter(tracing_subscriber::EnvFilter::new("trace")),
+    );
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut rng = seeded();
+    let pw = password(&mut rng);
+    /// The ACL user of the test, deleted when dropped (also when the test fails).
+    struct AclUser(String);
+    impl Drop for AclUser {
+        fn drop(&mut self) {
+            let _ = redis::cmd("ACL")
+                .arg("DELUSER")
+                .arg(&self.0)
+                .query::<i64>(&mut client());
+        }
+    }
+    let acl = AclUser(support::unique("cqrs_secret_user"));
+    let user = acl.0.clone();
+    let _: String = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("on")
+        .arg(format!(">{pw}"))
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .query(&mut client())
+        .unwrap();
+    let space = Space::create("cqrs_secrets");
+    let url = |password: &str| {
+        format!(
+            "redis://{user}:{}@127.0.0.1:6379/0",
+            percent_encode(password)
+        )
+    };
+    let service = |password: &str| {
+        CqrsConfig::default()
+            .with_url(url(password))
+            .with_exchange(&space.exchange)
+    };
+    let outcome = async {
+        let table = MemoryTable::new();
+        let system = cqrs_sync::CqrsSystem::builder()
+            .config(service(&pw).with_queue("secrets"))
+            .replica(ReplicaModel::new("author", table.clone()))
+            .master(cqrs_sync::MasterModel::new("author"))
+            .start()
+            .await
+            .unwrap();
+        system
+            .publisher()
+            .publish(
+                cqrs_sync::Envelope::new(SignalType::Save, "author", support::row(1, 0, "Ada")),
+                Route::broadcast("author"),
+            )
+            .await
+            .unwrap();
+        support::wait_until("the row applied", Duration::from_secs(30), || {
+            let n = table.snapshot().len();
+            async move { n == 1 }
+        })
+        .await;
+        tracing::info!(system = ?system, config = ?RedisConfig::from_cqrs_config(&service(&pw)), "system running");
+        system.shutdown().await.unwrap();
+
+        let wrong = password(&mut rng);
+        let refused = RedisConfig::from_cqrs_config(&service(&wrong)).unwrap();
+        let err = RedisTransport::connect(refused).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transport);
+        assert_hidden(&format!("{err} {err:?}"), &wrong, "connect error");
+        wrong
+    };
+    let wrong = outcome.await;
+    drop(acl);
+    let shown = capture.text();
+    assert!(
+        shown.contains("system running"),
+        "the capture holds the test's lines"
+    );
+    assert_hidden(&shown, &pw, "trace log");
+    assert_hidden(&shown, &wrong, "trace log");
 }
 
 /// A real connection, logged at trace level: with [`LOG_DIRECTIVE`] in the filter no line
