@@ -293,6 +293,11 @@ impl Reader<'_> {
         }
     }
 
+    /// The control connection: this consumer's own may be blocked in `XREADGROUP`.
+    fn control(&self) -> ConnectionManager {
+        self.ctx.control.clone()
+    }
+
     /// Ids this consumer already holds (delivered or waiting for room).
     fn holding(&self) -> HashSet<(usize, StreamId)> {
         let mut ids: HashSet<_> = self.c.state().unacked.values().copied().collect();
@@ -314,7 +319,7 @@ impl Reader<'_> {
                 .arg("+")
                 .arg(PAGE)
                 .arg(name)
-                .query_async(&mut self.conn)
+                .query_async(&mut self.control())
                 .await?;
             let list: Vec<(StreamId, u64)> = pending_entries(&pending)
                 .into_iter()
@@ -347,7 +352,7 @@ impl Reader<'_> {
                 .arg("-")
                 .arg("+")
                 .arg(100)
-                .query_async(&mut self.conn)
+                .query_async(&mut self.control())
                 .await?;
             let list: Vec<(StreamId, u64)> = pending_entries(&pending)
                 .into_iter()
@@ -390,7 +395,7 @@ impl Reader<'_> {
         for (id, _) in &rest {
             cmd.arg(id.to_string());
         }
-        let claimed: Value = cmd.query_async(&mut self.conn).await?;
+        let claimed: Value = cmd.query_async(&mut self.control()).await?;
         let mut entries = parse_entries(i, &claimed);
         entries.sort_by_key(|e| e.id);
         for entry in entries {
@@ -517,8 +522,12 @@ impl Reader<'_> {
                     ));
                 }
             }
+            let mut per_stream: HashMap<usize, Vec<StreamId>> = HashMap::new();
             for (i, id) in dropped {
-                self.ack(i, &[id]).await;
+                per_stream.entry(i).or_default().push(id);
+            }
+            for (i, ids) in per_stream {
+                self.ack(i, &ids).await;
             }
             if batch.is_empty() {
                 continue;
