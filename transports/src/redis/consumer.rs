@@ -20,7 +20,9 @@ use cqrs_actors::transport::{
 use tokio::sync::Notify;
 
 use super::conn::{backoff, dedicated, is_connection_error};
-use super::keys::{Entry, F_HEADER, StreamId, bytes, int, now_ms, parse_entries};
+use super::keys::{
+    Entry, F_HEADER, StreamId, now_ms, parse_entries, pending_entries, stream_replies,
+};
 use super::{Local, RedisConfig, lock, scripts};
 
 /// One stream a consumer reads.
@@ -557,41 +559,6 @@ impl Held {
     fn id(&self) -> StreamId {
         self.entry.id
     }
-}
-
-/// The `[key, entries]` pairs of an `XREADGROUP` reply (nil on timeout).
-fn stream_replies(reply: &Value) -> Vec<(&[u8], &Value)> {
-    match reply {
-        Value::Array(streams) => streams
-            .iter()
-            .filter_map(|s| match s {
-                Value::Array(pair) if pair.len() == 2 => Some((bytes(&pair[0])?, &pair[1])),
-                _ => None,
-            })
-            .collect(),
-        Value::Map(pairs) => pairs
-            .iter()
-            .filter_map(|(k, v)| Some((bytes(k)?, v)))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// The `(id, consumer, deliveries)` of an extended `XPENDING` reply.
-fn pending_entries(reply: &Value) -> Vec<(StreamId, String, u64)> {
-    let Value::Array(items) = reply else {
-        return Vec::new();
-    };
-    items
-        .iter()
-        .filter_map(|item| {
-            let Value::Array(f) = item else { return None };
-            let id = StreamId::parse(bytes(f.first()?)?)?;
-            let owner = String::from_utf8_lossy(bytes(f.get(1)?)?).into_owned();
-            let count = u64::try_from(int(f.get(3)?)?).ok()?;
-            Some((id, owner, count))
-        })
-        .collect()
 }
 
 /// Acknowledges deliveries: `XACK` per stream, in one round trip, tried again while the

@@ -291,6 +291,41 @@ pub(crate) fn parse_entries(stream: usize, reply: &Value) -> Vec<Entry> {
         .collect()
 }
 
+/// The `[key, entries]` pairs of an `XREADGROUP` reply (nil on timeout).
+pub(crate) fn stream_replies(reply: &Value) -> Vec<(&[u8], &Value)> {
+    match reply {
+        Value::Array(streams) => streams
+            .iter()
+            .filter_map(|s| match s {
+                Value::Array(pair) if pair.len() == 2 => Some((bytes(&pair[0])?, &pair[1])),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(pairs) => pairs
+            .iter()
+            .filter_map(|(k, v)| Some((bytes(k)?, v)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The `(id, consumer, deliveries)` of an extended `XPENDING` reply.
+pub(crate) fn pending_entries(reply: &Value) -> Vec<(StreamId, String, u64)> {
+    let Value::Array(items) = reply else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let Value::Array(f) = item else { return None };
+            let id = StreamId::parse(bytes(f.first()?)?)?;
+            let owner = String::from_utf8_lossy(bytes(f.get(1)?)?).into_owned();
+            let count = u64::try_from(int(f.get(3)?)?).ok()?;
+            Some((id, owner, count))
+        })
+        .collect()
+}
+
 /// Encodes a list of byte strings as a MessagePack array of strings (what the mover script
 /// unpacks with `cmsgpack`), first a unique nonce so that two equal copies stay two members.
 pub(crate) fn pack_member(nonce: &[u8], fields: &[(Cow<'static, str>, Vec<u8>)]) -> Vec<u8> {
