@@ -15,172 +15,17 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cqrs_orm_adapters::ReplicaTable;
-use cqrs_sync::CqrsSystemExt;
-use cqrs_sync::transport::{HEADER_ERROR, HEADER_REASON, Headers, OutgoingMessage};
 use cqrs_sync::transports::rabbitmq::Connections;
-use cqrs_sync::{CqrsConfig, CqrsSystem, ReplicaModel, Route};
-use futures_util::future::join_all;
-use sea_orm::{EntityTrait, PaginatorTrait};
-use serde_json::{Value, json};
+use cqrs_sync::{CqrsConfig, CqrsSystem};
+use serde_json::json;
 use support::db::{Backend, TestDb};
-use support::entities::{child, parent};
+use support::hostile::{message_of, rows, save, tables};
 use support::rabbitmq::{Vhost, connect};
 use support::wait_until;
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn long() -> String {
-    "x".repeat(200_000)
-}
-
-/// A SAVE of child `id` (of parent 1) as a master sends it, with `change` applied to the body.
-fn save(id: i64, change: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Vec<u8> {
-    let mut body = json!({
-        "signal_type": "SAVE",
-        "cqrs_id": "child",
-        "instance_data": {"id": id, "parent_id": 1, "label": format!("c{id}"), "qty": 1,
-                          "price": "9.99", "extra": {"n": id}, "cqrs_revision": 0,
-                          "cqrs_updated": "2026-11-27 17:08:25+00:00"},
-        "previous_data": null,
-        "instance_pk": id,
-        "correlation_id": null,
-        "retries": 0,
-        "expires": null,
-        "meta": {},
-    });
-    if let Value::Object(map) = &mut body {
-        change(map);
-    }
-    serde_json::to_vec(&body).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn data(map: &mut serde_json::Map<String, Value>) -> &mut serde_json::Map<String, Value> {
-    match map.get_mut("instance_data") {
-        Some(Value::Object(d)) => d,
-        _ => unreachable!("the body has instance_data"),
-    }
-}
-
-fn message(body: Vec<u8>, content_type: &str) -> OutgoingMessage {
-    OutgoingMessage {
-        route: Route::broadcast("child"),
-        body,
-        content_type: content_type.to_owned(),
-        headers: Headers::new(),
-        expiration: None,
-    }
-}
-
-/// Every class of bad message, with the reason its dead letter must carry.
-fn hostile() -> Vec<(&'static str, OutgoingMessage)> {
-    let json = |body| message(body, "text/plain");
-    vec![
-        (
-            "unknown_cqrs_id",
-            json(save(1, |m| {
-                m.insert("cqrs_id".into(), json!(long()));
-            })),
-        ),
-        (
-            "decode",
-            json(save(2, |m| {
-                m.insert("signal_type".into(), json!(long()));
-            })),
-        ),
-        (
-            "decode",
-            json(save(3, |m| {
-                m.insert("expires".into(), json!(long()));
-            })),
-        ),
-        (
-            "decode",
-            json(save(4, |m| {
-                m.insert("retries".into(), json!(long()));
-            })),
-        ),
-        (
-            "decode",
-            json(save(5, |m| {
-                m.insert("previous_data".into(), json!(long()));
-            })),
-        ),
-        ("decode", json(long().into_bytes())),
-        (
-            "decode",
-            message(long().into_bytes(), "application/msgpack"),
-        ),
-        ("decode", message(save(6, |_| {}), &"y".repeat(200))),
-        (
-            "invalid_data",
-            json(save(7, |m| {
-                data(m).insert("label".into(), json!("nul \u{0} byte"));
-            })),
-        ),
-        (
-            "invalid_data",
-            json(save(8, |m| {
-                data(m).insert("extra".into(), json!({"k": "nul \u{0} in json"}));
-            })),
-        ),
-        (
-            "invalid_data",
-            json(save(9, |m| {
-                data(m).insert("price".into(), json!("123456789.99"));
-            })),
-        ),
-        (
-            "invalid_data",
-            json(save(10, |m| {
-                data(m).insert("label".into(), json!(long()));
-            })),
-        ),
-        (
-            "invalid_data",
-            json(save(11, |m| {
-                m.insert("instance_pk".into(), json!(12));
-            })),
-        ),
-        (
-            "invalid_data",
-            json(save(13, |m| {
-                data(m).insert("cqrs_revision".into(), json!(-1));
-            })),
-        ),
-        (
-            "invalid_data",
-            json(save(14, |m| {
-                m.insert("instance_pk".into(), json!({"id": long()}));
-            })),
-        ),
-        (
-            "expired",
-            json(save(15, |m| {
-                m.insert("expires".into(), json!("2020-01-01T00:00:00+00:00"));
-            })),
-        ),
-    ]
-}
-
-/// The child table (a bounded text, a decimal, JSON, a foreign key) and its parent row 1.
-async fn tables(db: &TestDb) {
-    use sea_orm::{ActiveModelTrait, ActiveValue};
-    db.create(parent::Entity).await;
-    db.create(child::Entity).await;
-    parent::ActiveModel {
-        id: ActiveValue::Set(1),
-        name: ActiveValue::Set("one".into()),
-        cqrs_revision: ActiveValue::Set(0),
-        cqrs_updated: ActiveValue::Set(chrono::Utc::now()),
-    }
-    .insert(&db.db)
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-}
 
 async fn replica(
     vhost: &Vhost,
@@ -191,28 +36,9 @@ async fn replica(
     actix::Addr<cqrs_sync::transports::rabbitmq::RabbitMqTransport>,
 ) {
     let (transport, addr) = connect(vhost.config()).await;
-    let table = ReplicaTable::new(db.db.clone(), child::Entity).unwrap_or_else(|e| panic!("{e}"));
-    let system = CqrsSystem::builder()
-        .config(
-            CqrsConfig::default()
-                .with_queue(queue)
-                .with_workers(1)
-                .with_retry_delay(Duration::from_millis(200))
-                .with_max_retries(Some(3)),
-        )
-        .replica(ReplicaModel::new("child", table))
-        .transport(transport)
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let system =
+        support::hostile::replica_system(CqrsConfig::default(), transport, db, queue).await;
     (system, addr)
-}
-
-async fn rows(db: &TestDb) -> u64 {
-    child::Entity::find()
-        .count(&db.db)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[actix_rt::test]
@@ -222,87 +48,15 @@ async fn every_hostile_message_is_dead_lettered_and_the_good_ones_behind_it_appl
     let db = TestDb::new(Backend::Postgres, "hostile").await;
     tables(&db).await;
     let (system, addr) = replica(&vhost, &db, "hostile").await;
-    let transport = system.transport().clone();
-    let dead =
-        cqrs_transports::conformance::collect(&transport, "dead_letter_hostile", 100, true).await;
-
-    let bad = hostile();
-    let per_bad = 100;
-    let started = Instant::now();
-    let mut sends = Vec::new();
-    let mut next_id = 1_000;
-    for (_, message) in bad.iter().cloned() {
-        sends.push(transport.publish(message));
-        for _ in 0..per_bad {
-            next_id += 1;
-            sends.push(transport.publish(message_of(save(next_id, |_| {}))));
-        }
-    }
-    for result in join_all(sends).await {
-        result.unwrap_or_else(|e| panic!("publish: {e}"));
-    }
-    let good = (bad.len() * per_bad) as u64;
-    let letters = dead
-        .wait_for(bad.len(), "every hostile message dead-lettered")
+    support::hostile::every_hostile_message_is_dead_lettered(&system, &db, "dead_letter_hostile")
         .await;
-    wait_until("every good message applied", PATIENCE, || {
-        let db = &db;
-        async move { rows(db).await == good }
-    })
-    .await;
-    let took = started.elapsed();
-    system.wait_idle().await.unwrap_or_else(|e| panic!("{e}"));
-
-    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    for letter in &letters {
-        let reason = letter
-            .headers
-            .get(HEADER_REASON)
-            .cloned()
-            .unwrap_or_default();
-        let error = letter
-            .headers
-            .get(HEADER_ERROR)
-            .cloned()
-            .unwrap_or_default();
-        assert!(!error.is_empty(), "{reason}: the dead letter says why");
-        assert!(
-            error.len() <= 2_100,
-            "{reason}: an error header of {} bytes",
-            error.len()
-        );
-        *reasons.entry(reason).or_default() += 1;
-    }
-    let mut expected: BTreeMap<String, usize> = BTreeMap::new();
-    for (reason, _) in &bad {
-        *expected.entry((*reason).to_owned()).or_default() += 1;
-    }
-    assert_eq!(
-        reasons, expected,
-        "one dead letter per hostile message, with its reason"
-    );
-    assert_eq!(
-        dead.seen().len(),
-        bad.len(),
-        "nothing else was dead-lettered"
-    );
-    let m = system.metrics();
-    assert_eq!(m.retried, 0, "nothing hostile was retried: {m:?}");
     let connections = addr
         .send(Connections)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(connections, 1, "the connection was never lost");
-    eprintln!(
-        "{} hostile and {good} good messages settled in {took:?}",
-        bad.len()
-    );
     system.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
     db.cleanup().await;
-}
-
-fn message_of(body: Vec<u8>) -> OutgoingMessage {
-    message(body, "text/plain")
 }
 
 #[actix_rt::test]

@@ -4,6 +4,7 @@
 pub mod db;
 pub mod entities;
 pub mod faults;
+pub mod hostile;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
 #[cfg(feature = "redis")]
