@@ -267,6 +267,9 @@ impl Reader<'_> {
     /// A read the server refused: a group or stream deleted under the consumer is created
     /// again (from the start for the queue's own stream, as configured for the others).
     async fn read_failed(&mut self, e: &RedisError) {
+        if self.c.stopped() {
+            return;
+        }
         if e.code() == Some("NOGROUP") {
             tracing::error!(queue = %self.c.queue, "a consumer group of the queue was deleted; creating it again");
             let mut control = self.ctx.control.clone();

@@ -55,8 +55,9 @@ impl Handler<Stop> for RedisTransport {
     }
 }
 
-/// Deletes every key of the exchange (streams, parked sets, registries). For tests and
-/// tools; never sent by the framework.
+/// Deletes every key of the exchange (streams, parked sets, registries), after stopping the
+/// transport's consumers (a consumer would create its groups again). For tests and tools;
+/// never sent by the framework.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<u64>")]
 pub struct Teardown;
@@ -65,6 +66,7 @@ impl Handler<Teardown> for RedisTransport {
     type Result = ResponseFuture<Result<u64>>;
 
     fn handle(&mut self, _: Teardown, _: &mut Context<Self>) -> Self::Result {
+        self.stop_consumers();
         self.queues.clear();
         self.registered_dead_letters.clear();
         lock(&self.maintenance.movers).clear();

@@ -106,6 +106,14 @@ impl RedisTransport {
         ))
     }
 
+    /// Stops every consumer: no new reads; what they hold stays pending under their names.
+    pub(super) fn stop_consumers(&mut self) {
+        for c in self.channels.values() {
+            c.state().stopped = true;
+            c.wake.notify_one();
+        }
+    }
+
     fn deadline(&self) -> Instant {
         Instant::now() + self.config.publish_timeout
     }
@@ -218,10 +226,7 @@ impl Actor for RedisTransport {
     /// process or a claim) and the background tasks.
     fn stopped(&mut self, _: &mut Context<Self>) {
         let _ = self.stop.send(true);
-        for c in self.channels.values() {
-            c.state().stopped = true;
-            c.wake.notify_one();
-        }
+        self.stop_consumers();
     }
 }
 
