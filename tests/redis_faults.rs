@@ -178,3 +178,93 @@ async fn a_replica_process_killed_with_pending_entries_is_taken_over_by_another_
     master.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[actix_rt::test]
+async fn two_processes_move_each_parked_copy_back_exactly_once() {
+    support::init_tracing();
+    let space = Space::create("cqrs_redis_movers");
+    let dir = std::env::temp_dir().join(support::unique("cqrs_redis_movers"));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let log = dir.join("applied.log");
+    // Both processes run a mover for the queue, every 10 ms: they race for every due copy.
+    let options = "mover_interval = 0.01";
+    let queue = "moved";
+    let (transport, _addr) = connect(space.config_with(options)).await;
+    transport
+        .declare(Declare {
+            queue: queue.into(),
+            dead_letter_queue: format!("dead_letter_{queue}"),
+            cqrs_ids: vec!["item".into()],
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _child = support::faults::spawn_replica(
+        "replica_child_process",
+        &space
+            .service_config_with(&format!("{options}\nconsumer_name = \"mover\""))
+            .with_queue(queue),
+        &log,
+        Duration::ZERO,
+    );
+    // A probe (row 0) tells when the replica process consumes.
+    transport
+        .publish(cqrs_sync::transport::OutgoingMessage {
+            route: cqrs_sync::Route::queue(queue, "item"),
+            body: support::body(
+                cqrs_sync::SignalType::Save,
+                "item",
+                support::row(0, 0, "probe"),
+            ),
+            content_type: "text/plain".to_owned(),
+            headers: cqrs_sync::transport::Headers::new(),
+            expiration: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_until("the replica process consumes", PATIENCE, || async {
+        applied(&log).1.contains(&(0, 0))
+    })
+    .await;
+    let copies = 400;
+    let parks: Vec<_> = (1..=copies)
+        .map(|id| {
+            let body = support::body(
+                cqrs_sync::SignalType::Save,
+                "item",
+                support::row(id, 0, "parked"),
+            );
+            transport.park(
+                cqrs_sync::transport::OutgoingMessage {
+                    route: cqrs_sync::Route::queue(queue, "item"),
+                    body,
+                    content_type: "text/plain".to_owned(),
+                    headers: cqrs_sync::transport::Headers::new(),
+                    expiration: None,
+                },
+                Duration::from_millis(20 + (id as u64 % 9) * 30),
+            )
+        })
+        .collect();
+    for r in futures_util::future::join_all(parks).await {
+        r.unwrap_or_else(|e| panic!("park: {e}"));
+    }
+    // The probe (row 0) and every copy.
+    let expected: BTreeSet<(i64, i64)> = (0..=copies).map(|id| (id, 0)).collect();
+    wait_until("every copy applied", PATIENCE, || async {
+        applied(&log).1 == expected
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (lines, _) = applied(&log);
+    assert_eq!(
+        lines,
+        copies as usize + 1,
+        "the probe and each parked copy came back exactly once"
+    );
+    let stats = transport
+        .inspect(queue)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stats.parked, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
