@@ -291,7 +291,7 @@ impl Handler<Declare> for RedisTransport {
         self.registered_dead_letters.insert(dlq.clone());
         let own = keys.queue_stream(q);
         lock(&self.maintenance.movers).insert((keys.parked(&own), own));
-        let (mut control, config, deadline) = (
+        let (control, config, deadline) = (
             self.control.clone(),
             Arc::clone(&self.config),
             self.deadline(),
@@ -314,7 +314,6 @@ impl Handler<Declare> for RedisTransport {
                     ));
                 }
             }
-            let _ = &mut control;
             Ok(())
         })
     }
