@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use cqrs_orm_adapters::ReplicaTable;
@@ -14,7 +14,7 @@ use cqrs_sync::CqrsSystemExt;
 use cqrs_sync::transport::Declare;
 use cqrs_sync::{CqrsConfig, CqrsSystem, MasterModel, ReplicaModel};
 use support::db::{Backend, TestDb};
-use support::faults::{Killed, applied, item, items, publish_batch};
+use support::faults::{Killed, applied, expect_last_revisions, item, publish_batch, two_revisions};
 use support::rabbitmq::{Vhost, close_all_connections, connect};
 use support::wait_until;
 
@@ -53,35 +53,18 @@ async fn the_broker_closing_every_connection_mid_stream_loses_nothing() {
     // closes every connection once 1,000 are out; the second half goes out only after that,
     // so the close lands while events flow both ways.
     let rows = 5_000;
-    let mut close = None;
-    for (i, start) in (0..2 * rows).step_by(100).enumerate() {
-        let (rev, first) = if start < rows {
-            (0, start)
-        } else {
-            (1, start - rows)
-        };
-        publish_batch(&publisher, first + 1..first + 101, rev).await;
+    let mut close: Option<actix_rt::task::JoinHandle<()>> = None;
+    for (i, rev, ids) in two_revisions(rows) {
+        let second_half = rev == 1 && ids.start == 1;
+        if second_half && let Some(c) = close.take() {
+            c.await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        publish_batch(&publisher, ids, rev).await;
         if i == 10 {
             close = Some(actix_rt::spawn(close_all_connections(vhost.name.clone())));
         }
-        if start == rows
-            && let Some(c) = close.take()
-        {
-            c.await.unwrap_or_else(|e| panic!("{e}"));
-        }
     }
-    let expected: BTreeMap<i64, (i64, String)> = (1..=rows)
-        .map(|id| (id, (1, format!("item-{id}-r1"))))
-        .collect();
-    wait_until(
-        "the replica table equals the master's rows",
-        PATIENCE,
-        || async { items(&db).await == expected },
-    )
-    .await;
-    replica.wait_idle().await.unwrap_or_else(|e| panic!("{e}"));
-    let m = replica.metrics();
-    assert_eq!(m.dead_lettered, 0, "nothing was dead-lettered");
+    expect_last_revisions(&db, rows, &replica).await;
     for s in [replica, master] {
         s.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
     }

@@ -7,14 +7,14 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use cqrs_orm_adapters::ReplicaTable;
 use cqrs_sync::transport::Declare;
 use cqrs_sync::{CqrsSystem, CqrsSystemExt, MasterModel, ReplicaModel};
 use support::db::{Backend, TestDb};
-use support::faults::{applied, item, items, publish_batch};
+use support::faults::{applied, expect_last_revisions, item, publish_batch, two_revisions};
 use support::redis::{PATIENCE, Space, connect, kill_clients};
 use support::wait_until;
 
@@ -54,13 +54,8 @@ async fn killing_every_client_connection_three_times_mid_stream_loses_nothing() 
     // connection of the server is killed after 1,000, 4,000 and 7,000 events went out.
     let rows = 5_000;
     let mut killed = Vec::new();
-    for (i, start) in (0..2 * rows).step_by(100).enumerate() {
-        let (rev, first) = if start < rows {
-            (0, start)
-        } else {
-            (1, start - rows)
-        };
-        publish_batch(&publisher, first + 1..first + 101, rev).await;
+    for (i, rev, ids) in two_revisions(rows) {
+        publish_batch(&publisher, ids, rev).await;
         if [10, 40, 70].contains(&i) {
             killed.push(kill_clients().await);
         }
@@ -69,18 +64,7 @@ async fn killing_every_client_connection_three_times_mid_stream_loses_nothing() 
         killed.iter().all(|n| *n > 0),
         "each kill closed connections: {killed:?}"
     );
-    let expected: BTreeMap<i64, (i64, String)> = (1..=rows)
-        .map(|id| (id, (1, format!("item-{id}-r1"))))
-        .collect();
-    wait_until(
-        "the replica table equals the master's rows",
-        PATIENCE,
-        || async { items(&db).await == expected },
-    )
-    .await;
-    replica.wait_idle().await.unwrap_or_else(|e| panic!("{e}"));
-    let m = replica.metrics();
-    assert_eq!(m.dead_lettered, 0, "nothing was dead-lettered");
+    expect_last_revisions(&db, rows, &replica).await;
     for s in [replica, master] {
         s.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
     }

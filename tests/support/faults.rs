@@ -58,6 +58,42 @@ pub async fn publish_batch(publisher: &cqrs_sync::Publisher, ids: std::ops::Rang
     }
 }
 
+/// The events of the fault tests in batches of 100: revision 0 of rows `1..=rows`, then
+/// revision 1 of each, as `(batch number, revision, ids)`.
+pub fn two_revisions(rows: i64) -> impl Iterator<Item = (usize, i64, std::ops::Range<i64>)> {
+    (0..2 * rows)
+        .step_by(100)
+        .enumerate()
+        .map(move |(i, start)| {
+            let (rev, first) = if start < rows {
+                (0, start)
+            } else {
+                (1, start - rows)
+            };
+            (i, rev, first + 1..first + 101)
+        })
+}
+
+/// Waits until the replica table holds revision 1 of every row of [`two_revisions`], then
+/// checks that the replica dead-lettered nothing.
+pub async fn expect_last_revisions(db: &TestDb, rows: i64, replica: &CqrsSystem) {
+    let expected: BTreeMap<i64, (i64, String)> = (1..=rows)
+        .map(|id| (id, (1, format!("item-{id}-r1"))))
+        .collect();
+    super::wait_until(
+        "the replica table equals the master's rows",
+        Duration::from_secs(120),
+        || async { items(db).await == expected },
+    )
+    .await;
+    replica.wait_idle().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        replica.metrics().dead_lettered,
+        0,
+        "nothing was dead-lettered"
+    );
+}
+
 const CHILD_CONFIG: &str = "CQRS_FAULT_CHILD_CONFIG";
 const CHILD_LOG: &str = "CQRS_FAULT_CHILD_LOG";
 const CHILD_PAUSE_MS: &str = "CQRS_FAULT_CHILD_PAUSE_MS";
