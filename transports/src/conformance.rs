@@ -217,7 +217,8 @@ pub fn message(route: Route, body: &str) -> OutgoingMessage {
     }
 }
 
-async fn declare(t: &TransportHandle, queue: &str, ids: &[&str]) {
+/// Declares `queue` (dead-letter queue `<queue>_dlq`) bound to `ids`, or panics.
+pub async fn declare(t: &TransportHandle, queue: &str, ids: &[&str]) {
     t.declare(Declare {
         queue: queue.to_owned(),
         dead_letter_queue: format!("{queue}_dlq"),

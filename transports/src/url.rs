@@ -62,6 +62,37 @@ impl<'a> UrlParts<'a> {
         })
     }
 
+    /// Whether the scheme is the secure one of `plain`/`secure` (say `redis`/`rediss`); any
+    /// other scheme is a configuration error, and so is the secure one when TLS is not
+    /// compiled in (`tls_feature` names the feature that adds it).
+    pub(crate) fn tls(
+        &self,
+        plain: &str,
+        secure: &str,
+        tls_compiled: bool,
+        tls_feature: &str,
+    ) -> Result<bool> {
+        let tls = match self.scheme.as_str() {
+            s if s == plain => false,
+            s if s == secure => true,
+            other => {
+                return Err(Error::config(
+                    "url",
+                    format!("scheme {other:?} is not {plain} or {secure}"),
+                ));
+            }
+        };
+        if tls && !tls_compiled {
+            return Err(Error::config(
+                "url",
+                format!(
+                    "{secure}:// needs TLS: build cqrs-transports with the `{tls_feature}` feature"
+                ),
+            ));
+        }
+        Ok(tls)
+    }
+
     /// The query's `key=value` pairs, values decoded.
     pub(crate) fn query_pairs(&self) -> impl Iterator<Item = Result<(&'a str, String)>> + 'a {
         self.query.split('&').filter(|p| !p.is_empty()).map(|pair| {

@@ -56,9 +56,9 @@ mod transport_specific {
     use std::time::{Duration, Instant};
 
     use actix::Addr;
-    use cqrs_actors::transport::{Declare, Delivery, HEADER_ERROR, HEADER_REASON};
+    use cqrs_actors::transport::{Delivery, HEADER_ERROR, HEADER_REASON};
     use cqrs_actors::{CqrsConfig, ErrorKind, Route, TransportHandle};
-    use cqrs_transports::conformance::{Collected, Names, collect, message, run_check};
+    use cqrs_transports::conformance::{Collected, Names, collect, declare, message, run_check};
     use cqrs_transports::redis::{
         DeleteGoneConsumers, HEADER_DELIVERY_COUNT, ListDeadLetters, PurgeDeadLetters, RedisConfig,
         RedisTransport, RetryDeadLetter, Stop, Teardown, TrimNow,
@@ -75,16 +75,6 @@ mod transport_specific {
         RedisTransport::connect(config)
             .await
             .unwrap_or_else(|e| panic!("Redis: {e}"))
-    }
-
-    async fn declare(t: &TransportHandle, queue: &str, ids: &[&str]) {
-        t.declare(Declare {
-            queue: queue.to_owned(),
-            dead_letter_queue: format!("{queue}_dlq"),
-            cqrs_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("declare: {e}"));
     }
 
     async fn publish(t: &TransportHandle, x: &str, bodies: impl IntoIterator<Item = String>) {

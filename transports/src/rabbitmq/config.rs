@@ -101,22 +101,12 @@ impl RabbitMqConfig {
     /// no user or password.
     pub(crate) fn from_url(url: &str) -> Result<Self> {
         let parts = UrlParts::split(url, "amqp://... or amqps://...")?;
-        let tls = match parts.scheme.as_str() {
-            "amqp" => false,
-            "amqps" => true,
-            other => {
-                return Err(Error::config(
-                    "url",
-                    format!("scheme {other:?} is not amqp or amqps"),
-                ));
-            }
-        };
-        if tls && !cfg!(feature = "rabbitmq-tls") {
-            return Err(Error::config(
-                "url",
-                "amqps:// needs TLS: build cqrs-transports with the `rabbitmq-tls` feature",
-            ));
-        }
+        let tls = parts.tls(
+            "amqp",
+            "amqps",
+            cfg!(feature = "rabbitmq-tls"),
+            "rabbitmq-tls",
+        )?;
         let (user, password) = parts
             .userinfo
             .clone()

@@ -166,22 +166,7 @@ impl RedisConfig {
     /// `localhost`, port 6379 and database 0.
     pub(crate) fn from_url(url: &str) -> Result<Self> {
         let parts = UrlParts::split(url, "redis://... or rediss://...")?;
-        let tls = match parts.scheme.as_str() {
-            "redis" => false,
-            "rediss" => true,
-            other => {
-                return Err(Error::config(
-                    "url",
-                    format!("scheme {other:?} is not redis or rediss"),
-                ));
-            }
-        };
-        if tls && !cfg!(feature = "redis-tls") {
-            return Err(Error::config(
-                "url",
-                "rediss:// needs TLS: build cqrs-transports with the `redis-tls` feature",
-            ));
-        }
+        let tls = parts.tls("redis", "rediss", cfg!(feature = "redis-tls"), "redis-tls")?;
         let (user, password) = match parts.userinfo.clone() {
             Some((u, p)) => (
                 Some(u).filter(|u| !u.is_empty()),
