@@ -462,6 +462,57 @@ mod transport_specific {
     }
 
     #[actix_rt::test]
+    async fn a_stream_key_of_another_type_pauses_the_queue_until_it_is_fixed() {
+        let names = Names::new("redis", "wrongtype");
+        let (t, addr) = start(&names, "block = 0.2").await;
+        run_check(
+            async {
+                let (q, x) = (names.queue("q"), names.cqrs_id("x"));
+                declare(&t, &q, &[&x]).await;
+                let c = collect(&t, &q, 10, true).await;
+                publish(&t, &x, ["before".to_owned()]).await;
+                c.wait_for(1, "before").await;
+                // Someone writes a string where the stream was: every read is refused.
+                let key = format!("cqrs:{{{}}}:x:{x}", names.queue("exchange"));
+                let _: () = redis::pipe()
+                    .cmd("DEL")
+                    .arg(&key)
+                    .ignore()
+                    .cmd("SET")
+                    .arg(&key)
+                    .arg("not a stream")
+                    .ignore()
+                    .query(&mut client())
+                    .unwrap_or_else(|e| panic!("{e}"));
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                // Fixed: the consumer creates its group again and reads on.
+                let _: i64 = redis::cmd("DEL")
+                    .arg(&key)
+                    .query(&mut client())
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let groups: redis::Value = redis::cmd("XINFO")
+                        .arg("GROUPS")
+                        .arg(&key)
+                        .query(&mut client())
+                        .unwrap_or(redis::Value::Nil);
+                    if format!("{groups:?}").contains(&q) {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "the group never came back");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                publish(&t, &x, ["after".to_owned()]).await;
+                let seen = c.wait_for(2, "after the fix").await;
+                assert_eq!(bodies(&seen), ["before", "after"]);
+            },
+            teardown(&addr),
+        )
+        .await;
+    }
+
+    #[actix_rt::test]
     async fn consumers_that_left_are_deleted_only_with_nothing_pending() {
         let names = Names::new("redis", "gc");
         let (q, x) = (names.queue("q"), names.cqrs_id("x"));

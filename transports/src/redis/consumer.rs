@@ -147,6 +147,7 @@ pub(crate) async fn run(c: Arc<Consumer>, recipient: Recipient<Deliveries>, ctx:
             conn,
             recipient: &recipient,
             held: &mut held,
+            refused: 0,
         };
         match reader.serve().await {
             Ok(()) => break,
@@ -168,6 +169,9 @@ struct Reader<'a> {
     conn: MultiplexedConnection,
     recipient: &'a Recipient<Deliveries>,
     held: &'a mut VecDeque<Held>,
+    /// Reads the server refused in a row (a key of another type, say): the pause before the
+    /// next grows, and only every doubling is logged.
+    refused: u32,
 }
 
 type ReadFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, RedisError>>>>;
@@ -214,7 +218,10 @@ impl Reader<'_> {
                 r = async { read.as_mut().expect("checked").await }, if read.is_some() => {
                     read = None;
                     match r {
-                        Ok(reply) => self.take_read(&reply),
+                        Ok(reply) => {
+                            self.refused = 0;
+                            self.take_read(&reply);
+                        }
                         Err(e) if is_connection_error(&e) => return Err(e),
                         Err(e) => self.read_failed(&e).await,
                     }
@@ -293,8 +300,15 @@ impl Reader<'_> {
                 }
             }
         } else {
-            tracing::error!(error = %e, queue = %self.c.queue, "Redis refused XREADGROUP; trying again");
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // 0.5 s doubling to 30 s; logged at the first refusal and each doubling after.
+            let pause = Duration::from_millis(500)
+                .saturating_mul(1 << self.refused.min(6))
+                .min(Duration::from_secs(30));
+            if self.refused <= 6 {
+                tracing::error!(error = %e, queue = %self.c.queue, refused = self.refused + 1, pause_ms = pause.as_millis() as u64, "Redis refused XREADGROUP; trying again after a pause");
+            }
+            self.refused = self.refused.saturating_add(1);
+            tokio::time::sleep(pause).await;
         }
     }
 
