@@ -121,6 +121,30 @@ fn no_generated_password_shows_through_any_configuration_path() {
     }
 }
 
+/// Publishes row 1 of `author` through `system` (a master and a replica of it into `table`)
+/// and waits until it is applied.
+#[cfg(any(feature = "rabbitmq", feature = "redis"))]
+async fn one_row_through(system: &cqrs_sync::CqrsSystem, table: &cqrs_sync::MemoryTable) {
+    use cqrs_sync::{Route, SignalType};
+    system
+        .publisher()
+        .publish(
+            cqrs_sync::Envelope::new(SignalType::Save, "author", support::row(1, 0, "Ada")),
+            Route::broadcast("author"),
+        )
+        .await
+        .unwrap();
+    support::wait_until(
+        "the row applied",
+        std::time::Duration::from_secs(30),
+        || {
+            let n = table.snapshot().len();
+            async move { n == 1 }
+        },
+    )
+    .await;
+}
+
 /// The RabbitMQ URL parser, directly and from a service configuration: a URL with the
 /// password percent-encoded parses to that password; a raw one may be refused (reserved
 /// characters make it ambiguous), but neither its `Debug` nor its error shows the password.
@@ -182,10 +206,8 @@ fn redis_paths(url: &str, pw: &str) {
 #[cfg(feature = "redis")]
 #[actix_rt::test]
 async fn a_real_redis_login_with_a_generated_password_logs_no_password() {
-    use std::time::Duration;
-
     use cqrs_sync::transports::redis::{RedisConfig, RedisTransport};
-    use cqrs_sync::{ErrorKind, MemoryTable, ReplicaModel, Route, SignalType};
+    use cqrs_sync::{ErrorKind, MemoryTable, ReplicaModel};
     use support::Capture;
     use support::redis::{Space, client};
     use tracing_subscriber::Layer;
@@ -246,19 +268,7 @@ async fn a_real_redis_login_with_a_generated_password_logs_no_password() {
             .start()
             .await
             .unwrap();
-        system
-            .publisher()
-            .publish(
-                cqrs_sync::Envelope::new(SignalType::Save, "author", support::row(1, 0, "Ada")),
-                Route::broadcast("author"),
-            )
-            .await
-            .unwrap();
-        support::wait_until("the row applied", Duration::from_secs(30), || {
-            let n = table.snapshot().len();
-            async move { n == 1 }
-        })
-        .await;
+        one_row_through(&system, &table).await;
         tracing::info!(system = ?system, config = ?RedisConfig::from_cqrs_config(&service(&pw)), "system running");
         system.shutdown().await.unwrap();
 
@@ -291,7 +301,7 @@ async fn a_real_connection_logs_no_password_at_trace_level() {
     use std::time::Duration;
 
     use cqrs_sync::transports::rabbitmq::{LOG_DIRECTIVE, RabbitMqConfig, RabbitMqTransport};
-    use cqrs_sync::{ErrorKind, MemoryTable, ReplicaModel, Route, SignalType};
+    use cqrs_sync::{ErrorKind, MemoryTable, ReplicaModel};
     use support::Capture;
     use support::rabbitmq::{User, Vhost};
     use tracing_subscriber::Layer;
@@ -345,19 +355,7 @@ async fn a_real_connection_logs_no_password_at_trace_level() {
         .start()
         .await
         .unwrap();
-    system
-        .publisher()
-        .publish(
-            cqrs_sync::Envelope::new(SignalType::Save, "author", support::row(1, 0, "Ada")),
-            Route::broadcast("author"),
-        )
-        .await
-        .unwrap();
-    support::wait_until("the row applied", Duration::from_secs(30), || {
-        let n = table.snapshot().len();
-        async move { n == 1 }
-    })
-    .await;
+    one_row_through(&system, &table).await;
     tracing::info!(config = ?system, "system running");
     system.shutdown().await.unwrap();
 

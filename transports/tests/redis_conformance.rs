@@ -434,24 +434,53 @@ mod transport_specific {
         .await;
     }
 
+    /// A consumer of a queue bound to one id that has received `before`: the queue, the id
+    /// stream's key and the consumer.
+    async fn consuming(t: &TransportHandle, names: &Names) -> (String, String, String, Collected) {
+        let (q, x) = (names.queue("q"), names.cqrs_id("x"));
+        declare(t, &q, &[&x]).await;
+        let c = collect(t, &q, 10, true).await;
+        publish(t, &x, ["before".to_owned()]).await;
+        c.wait_for(1, "before").await;
+        let key = format!("cqrs:{{{}}}:x:{x}", names.queue("exchange"));
+        (q, x, key, c)
+    }
+
+    /// Waits until `key` has the consumer group `group` again (what a publish needs to reach
+    /// it, since the group comes back at the stream's end).
+    async fn wait_for_group(key: &str, group: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let groups: redis::Value = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(key)
+                .query(&mut client())
+                .unwrap_or(redis::Value::Nil);
+            if format!("{groups:?}").contains(group) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the group never came back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn delete(key: &str) {
+        let _: i64 = redis::cmd("DEL")
+            .arg(key)
+            .query(&mut client())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     #[actix_rt::test]
     async fn a_stream_deleted_under_a_consumer_is_created_again() {
         let names = Names::new("redis", "deleted");
         let (t, addr) = start(&names, "block = 0.2").await;
         run_check(
             async {
-                let (q, x) = (names.queue("q"), names.cqrs_id("x"));
-                declare(&t, &q, &[&x]).await;
-                let c = collect(&t, &q, 10, true).await;
-                publish(&t, &x, ["before".to_owned()]).await;
-                c.wait_for(1, "before the deletion").await;
+                let (q, x, key, c) = consuming(&t, &names).await;
                 // An operator deletes the stream and with it the consumer group.
-                let key = format!("cqrs:{{{}}}:x:{x}", names.queue("exchange"));
-                let _: i64 = redis::cmd("DEL")
-                    .arg(&key)
-                    .query(&mut client())
-                    .unwrap_or_else(|e| panic!("{e}"));
-                tokio::time::sleep(Duration::from_millis(600)).await;
+                delete(&key);
+                wait_for_group(&key, &q).await;
                 publish(&t, &x, ["after".to_owned()]).await;
                 let seen = c.wait_for(2, "after the deletion").await;
                 assert_eq!(bodies(&seen), ["before", "after"]);
@@ -467,42 +496,18 @@ mod transport_specific {
         let (t, addr) = start(&names, "block = 0.2").await;
         run_check(
             async {
-                let (q, x) = (names.queue("q"), names.cqrs_id("x"));
-                declare(&t, &q, &[&x]).await;
-                let c = collect(&t, &q, 10, true).await;
-                publish(&t, &x, ["before".to_owned()]).await;
-                c.wait_for(1, "before").await;
+                let (q, x, key, c) = consuming(&t, &names).await;
                 // Someone writes a string where the stream was: every read is refused.
-                let key = format!("cqrs:{{{}}}:x:{x}", names.queue("exchange"));
-                let _: () = redis::pipe()
-                    .cmd("DEL")
-                    .arg(&key)
-                    .ignore()
-                    .cmd("SET")
+                delete(&key);
+                let _: () = redis::cmd("SET")
                     .arg(&key)
                     .arg("not a stream")
-                    .ignore()
                     .query(&mut client())
                     .unwrap_or_else(|e| panic!("{e}"));
                 tokio::time::sleep(Duration::from_millis(1200)).await;
                 // Fixed: the consumer creates its group again and reads on.
-                let _: i64 = redis::cmd("DEL")
-                    .arg(&key)
-                    .query(&mut client())
-                    .unwrap_or_else(|e| panic!("{e}"));
-                let deadline = Instant::now() + Duration::from_secs(30);
-                loop {
-                    let groups: redis::Value = redis::cmd("XINFO")
-                        .arg("GROUPS")
-                        .arg(&key)
-                        .query(&mut client())
-                        .unwrap_or(redis::Value::Nil);
-                    if format!("{groups:?}").contains(&q) {
-                        break;
-                    }
-                    assert!(Instant::now() < deadline, "the group never came back");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                delete(&key);
+                wait_for_group(&key, &q).await;
                 publish(&t, &x, ["after".to_owned()]).await;
                 let seen = c.wait_for(2, "after the fix").await;
                 assert_eq!(bodies(&seen), ["before", "after"]);
