@@ -9,6 +9,9 @@
 //!   `cqrs_revision`, set `cqrs_updated` and record the event, encoded once, in the same
 //!   transaction, into the [`Outbox`] that the system it is registered with relays in order (or
 //!   publish it after commit).
+//! - [`MasterView`]: a master table another service writes, read by table name (columns from
+//!   the database) for the tools; [`MasterSource`] is what the tools read, from either kind.
+//! - [`Filter`]: django-cqrs's JSON row filters (`{"id__in": [1, 2]}`), as bound parameters.
 //! - [`Tombstones`]: opt-in memory of deletes, so a stale SAVE cannot resurrect a row.
 //! - [`db_error`]: database errors classified by meaning: bad data is dead-lettered at once,
 //!   what can pass (a lost connection, a parent row that arrives later) is retried.
@@ -19,6 +22,8 @@
 
 mod columns;
 mod db_error;
+mod filter;
+mod introspect;
 mod master;
 #[cfg(feature = "migration")]
 pub mod migration;
@@ -29,7 +34,10 @@ mod tombstones;
 
 pub use columns::to_json;
 pub use db_error::db_error;
-pub use master::{Dispatch, MasterTable, MetaInput, Serializer};
+pub use filter::Filter;
+pub use master::{
+    Dispatch, MasterRow, MasterSource, MasterTable, MasterView, MetaInput, Serializer, SyncPage,
+};
 pub use outbox::Outbox;
 pub use replica::{Hook, ReplicaTable, RowChange};
 pub use tombstones::Tombstones;

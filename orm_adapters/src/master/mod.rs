@@ -5,7 +5,9 @@
 //! - this file: the table, its options and its registration with the system;
 //! - `writes`: inserts, updates and deletes, and how their events leave;
 //! - `events`: the events' `instance_data`, `previous_data`, meta and correlation id;
-//! - `scan`: sync, bulk dump and the diff primitives.
+//! - `scan`: sync, bulk dump and the diff primitives;
+//! - `source`: [`MasterSource`], what the command line's tools read, for this table;
+//! - `view`: [`MasterView`], a master table of another service, read by name.
 
 use std::fmt;
 use std::sync::Arc;
@@ -25,7 +27,12 @@ use crate::outbox::Outbox;
 
 mod events;
 mod scan;
+mod source;
+mod view;
 mod writes;
+
+pub use source::{MasterRow, MasterSource, SyncPage};
+pub use view::MasterView;
 
 /// Builds `instance_data` from a row (django-cqrs `CQRS_SERIALIZER`); `cqrs_revision` and
 /// `cqrs_updated` are added after it. It runs inside the write's transaction.

@@ -14,6 +14,7 @@ use sea_orm::{
 use serde_json::Value as Json;
 
 use crate::columns::{Column, columns_of, to_json};
+use crate::introspect::TableInfo;
 use crate::sql::Dialect;
 use crate::tombstones::Tombstones;
 
@@ -102,6 +103,7 @@ pub struct ReplicaTable {
     pk: usize,
     revision: usize,
     mapping: Option<Arc<Vec<(String, usize)>>>,
+    renames: Option<Arc<Vec<(String, usize)>>>,
     select_for_update: bool,
     tombstones: Option<Tombstones>,
     hooks: Hooks,
@@ -134,9 +136,49 @@ impl ReplicaTable {
                 "a replica table needs a single-column primary key",
             ));
         };
-        let find = |name: &str| columns.iter().position(|c| c.name == name);
-        let pk = find(sea_orm::IdenStatic::as_str(&pk))
+        let pk = columns
+            .iter()
+            .position(|c| c.name == sea_orm::IdenStatic::as_str(&pk))
             .ok_or_else(|| Error::config(&table, "primary key column not found"))?;
+        Self::from_parts(
+            db,
+            TableInfo {
+                table,
+                dialect,
+                columns,
+                pk,
+            },
+        )
+    }
+
+    /// A replica of the table named `table`, its columns read from the database (PostgreSQL,
+    /// MySQL/MariaDB, SQLite): no SeaORM entity needed. The same rules as [`new`](Self::new)
+    /// apply; a column type the adapters cannot convert is a configuration error naming it.
+    ///
+    /// ```no_run
+    /// use cqrs_actors::ReplicaModel;
+    /// use cqrs_orm_adapters::ReplicaTable;
+    /// # async fn run(db: sea_orm::DatabaseConnection) -> cqrs_actors::Result<()> {
+    /// let table = ReplicaTable::introspect(db, "replica_app_book")
+    ///     .await?
+    ///     .with_renames([("author", "author_id")])?;
+    /// let model = ReplicaModel::new("book", table);
+    /// # let _ = model; Ok(())
+    /// # }
+    /// ```
+    pub async fn introspect(db: DatabaseConnection, table: &str) -> Result<Self> {
+        let info = crate::introspect::describe(&db, table).await?;
+        Self::from_parts(db, info)
+    }
+
+    fn from_parts(db: DatabaseConnection, info: TableInfo) -> Result<Self> {
+        let TableInfo {
+            table,
+            dialect,
+            columns,
+            pk,
+        } = info;
+        let find = |name: &str| columns.iter().position(|c| c.name == name);
         let revision = find("cqrs_revision")
             .ok_or_else(|| Error::config(&table, "the table has no cqrs_revision column"))?;
         find("cqrs_updated")
@@ -149,10 +191,42 @@ impl ReplicaTable {
             pk,
             revision,
             mapping: None,
+            renames: None,
             select_for_update: false,
             tombstones: None,
             hooks: Hooks::default(),
         })
+    }
+
+    /// Reads master key `key` into column `column` (`("author", "author_id")`: a Django
+    /// foreign key arrives under its field name); the other keys keep going to the column of
+    /// their name, and a renamed column still takes its own name when the key is absent.
+    /// Unlike [`with_mapping`](Self::with_mapping) nothing becomes required. A column that
+    /// does not exist, or is named twice, is a configuration error.
+    pub fn with_renames<'a>(
+        mut self,
+        renames: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self> {
+        let mut out: Vec<(String, usize)> = Vec::new();
+        for (key, column) in renames {
+            let index = self.column_index(column)?;
+            if out.iter().any(|(_, i)| *i == index) {
+                return Err(Error::config(
+                    &self.table,
+                    format!("renames name column {column:?} twice"),
+                ));
+            }
+            out.push((key.to_owned(), index));
+        }
+        self.renames = Some(Arc::new(out));
+        Ok(self)
+    }
+
+    fn column_index(&self, column: &str) -> Result<usize> {
+        self.columns
+            .iter()
+            .position(|c| c.name == column)
+            .ok_or_else(|| Error::config(&self.table, format!("the table has no column {column:?}")))
     }
 
     /// Maps master keys to replica columns (django-cqrs `CQRS_MAPPING`). Only the mapped keys
@@ -331,8 +405,13 @@ impl ReplicaTable {
                 }
             }
             None => {
-                for column in self.columns.iter() {
-                    if let Some(v) = data.get(&column.name) {
+                for (i, column) in self.columns.iter().enumerate() {
+                    let renamed = self
+                        .renames
+                        .as_ref()
+                        .and_then(|r| r.iter().find(|(_, c)| *c == i))
+                        .and_then(|(key, _)| data.get(key));
+                    if let Some(v) = renamed.or_else(|| data.get(&column.name)) {
                         out.insert(column.name.clone(), v.clone());
                     }
                 }

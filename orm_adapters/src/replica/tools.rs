@@ -8,30 +8,43 @@ use serde_json::Value as Json;
 use super::ReplicaTable;
 use crate::columns::to_json;
 use crate::db_error;
+use crate::filter::Filter;
 use crate::sql::Query;
+use sea_orm::sea_query::{self, Alias, Expr, ExprTrait, Order};
 
 impl ReplicaTable {
     /// One page of the replica's primary keys after `after` (none: from the start), in order
     /// (django-cqrs `cqrs_deleted_diff_replica`).
-    pub async fn pks_page(&self, after: Option<&Json>, limit: u64) -> Result<Vec<Json>> {
+    /// Only rows matching `filter` are listed (fields are column names, `pk`, or renamed keys).
+    pub async fn pks_page(
+        &self,
+        filter: &Filter,
+        after: Option<&Json>,
+        limit: u64,
+    ) -> Result<Vec<Json>> {
         let pk = &self.columns[self.pk];
-        let mut q = Query::new(self.dialect);
-        q.push("SELECT ")
-            .ident(&pk.name)
-            .push(" FROM ")
-            .ident(&self.table);
+        let resolve = |field: &str| {
+            self.renames
+                .iter()
+                .chain(&self.mapping)
+                .flat_map(|m| m.iter())
+                .find(|(key, _)| key == field)
+                .map(|(_, index)| *index)
+        };
+        let mut select = sea_query::Query::select();
+        select
+            .column(Alias::new(&pk.name))
+            .from(Alias::new(&self.table))
+            .cond_where(filter.condition(&self.columns, self.pk, &resolve)?)
+            .order_by(Alias::new(&pk.name), Order::Asc)
+            .limit(Ord::max(limit, 1));
         if let Some(after) = after {
-            q.push(" WHERE ")
-                .ident(&pk.name)
-                .push(" > ")
-                .value(pk.to_db(after)?);
+            select.and_where(Expr::col(Alias::new(&pk.name)).gt(pk.to_db(after)?));
         }
-        q.push(" ORDER BY ")
-            .ident(&pk.name)
-            .push(&format!(" LIMIT {}", limit.max(1)));
+        let stmt = self.db.get_database_backend().build(&select);
         let rows = self
             .db
-            .query_all_raw(q.build())
+            .query_all_raw(stmt)
             .await
             .map_err(|e| db_error("reading primary keys", e))?;
         rows.iter().map(|r| to_json(&pk.read(r, 0)?)).collect()
@@ -65,6 +78,18 @@ impl ReplicaTable {
             .map(|k| pk.to_db(k))
             .collect::<Result<Vec<_>>>()?;
         self.delete_keys(&self.db, &keys).await
+    }
+
+    /// Deletes every row (django-cqrs `cqrs_bulk_load --clear`). Returns how many went.
+    pub async fn clear(&self) -> Result<u64> {
+        let mut q = Query::new(self.dialect);
+        q.push("DELETE FROM ").ident(&self.table);
+        let done = self
+            .db
+            .execute_raw(q.build())
+            .await
+            .map_err(|e| db_error("clearing the table", e))?;
+        Ok(done.rows_affected())
     }
 
     /// Loads rows from a bulk dump (`instance_data` objects) as SAVEs, in one transaction per
