@@ -409,7 +409,10 @@ mod tests {
             ("[1]", "JSON object"),
             ("{", "not valid JSON"),
             (r#"{"nope": 1}"#, "no column \"nope\""),
-            (r#"{"name__icontains": "x"}"#, "unknown lookup \"icontains\""),
+            (
+                r#"{"name__icontains": "x"}"#,
+                "unknown lookup \"icontains\"",
+            ),
             (r#"{"author__name": "x"}"#, "unknown lookup \"name\""),
             (r#"{"author__name__in": ["x"]}"#, "across relations"),
             (r#"{"id__in": 1}"#, "a list of values"),
@@ -450,6 +453,9 @@ mod tests {
     fn a_filter_prints_as_its_json() {
         let f: Filter = r#"{"id__in": [1, 2]}"#.parse().unwrap();
         assert_eq!(f.to_string(), r#"{"id__in":[1,2]}"#);
-        assert_eq!(Filter::pk_in(vec![json!(3)]).to_string(), r#"{"pk__in":[3]}"#);
+        assert_eq!(
+            Filter::pk_in(vec![json!(3)]).to_string(),
+            r#"{"pk__in":[3]}"#
+        );
     }
 }

@@ -43,7 +43,10 @@ struct Described {
 pub(crate) async fn describe(db: &DatabaseConnection, table: &str) -> Result<TableInfo> {
     let dialect = Dialect::of(db.get_database_backend())?;
     if table.is_empty() || table.contains('\0') {
-        return Err(Error::config("table", "a table name is not empty and has no NUL"));
+        return Err(Error::config(
+            "table",
+            "a table name is not empty and has no NUL",
+        ));
     }
     let described = match dialect {
         Dialect::Postgres => postgres(db, table).await?,
@@ -214,14 +217,16 @@ async fn sqlite(db: &DatabaseConnection, table: &str) -> Result<Vec<Described>> 
         None => String::new(),
     }
     .to_ascii_lowercase();
-    rows
-        .iter()
+    rows.iter()
         .map(|r| {
             let name: String = get(r, 0)?;
             let lower = name.to_ascii_lowercase();
-            let json_checked = [format!("json_valid(\"{lower}\")"), format!("json_valid({lower})")]
-                .iter()
-                .any(|c| create.contains(c.as_str()));
+            let json_checked = [
+                format!("json_valid(\"{lower}\")"),
+                format!("json_valid({lower})"),
+            ]
+            .iter()
+            .any(|c| create.contains(c.as_str()));
             Ok(Described {
                 ty: get::<String>(r, 1)?.to_ascii_lowercase(),
                 nullable: get::<i64>(r, 2)? == 0,

@@ -36,7 +36,8 @@ pub use columns::to_json;
 pub use db_error::db_error;
 pub use filter::Filter;
 pub use master::{
-    Dispatch, MasterRow, MasterSource, MasterTable, MasterView, MetaInput, Serializer, SyncPage,
+    Dispatch, MasterRow, MasterSource, MasterTable, MasterView, MetaInput, RowPage, Serializer,
+    SyncPage,
 };
 pub use outbox::Outbox;
 pub use replica::{Hook, ReplicaTable, RowChange};

@@ -31,7 +31,7 @@ mod source;
 mod view;
 mod writes;
 
-pub use source::{MasterRow, MasterSource, SyncPage};
+pub use source::{MasterRow, MasterSource, RowPage, SyncPage};
 pub use view::MasterView;
 
 /// Builds `instance_data` from a row (django-cqrs `CQRS_SERIALIZER`); `cqrs_revision` and

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use cqrs_actors::{JsonObject, Publisher, Result, SignalType};
 use futures_util::future::BoxFuture;
 use sea_orm::{
-    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection,
-    EntityTrait, IntoActiveModel, ModelTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait,
+    IntoActiveModel, ModelTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde_json::Value as Json;
 
@@ -26,6 +26,16 @@ pub struct MasterRow {
     pub revision: i64,
     /// `instance_data` (with `cqrs_revision` and `cqrs_updated`), when asked for.
     pub data: Option<JsonObject>,
+}
+
+/// One page of rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowPage {
+    /// The rows the table replicates, in primary-key order.
+    pub rows: Vec<MasterRow>,
+    /// The last primary key read (replicated or not): pass it back as `after` (`None`: no
+    /// more rows).
+    pub last: Option<Json>,
 }
 
 /// One page of a SYNC run.
@@ -46,15 +56,18 @@ pub trait MasterSource: Send + Sync {
 
     /// Up to `limit` rows matching `filter` after primary key `after` (none: from the start),
     /// in primary-key order, with their `instance_data` when `with_data`. Rows the table does
-    /// not replicate (`is_sync_instance`) are left out, so a page may be shorter than `limit`
-    /// before the end: read on until a page is empty.
+    /// not replicate (`is_sync_instance`) are left out of `rows`; read on until `last` is
+    /// `None`.
     fn rows<'a>(
         &'a self,
         filter: &'a Filter,
         after: Option<Json>,
         limit: u64,
         with_data: bool,
-    ) -> BoxFuture<'a, Result<Vec<MasterRow>>>;
+    ) -> BoxFuture<'a, Result<RowPage>>;
+
+    /// How many rows match `filter` (for progress).
+    fn count<'a>(&'a self, filter: &'a Filter) -> BoxFuture<'a, Result<u64>>;
 
     /// Of these primary keys, the ones with no row here.
     fn missing(&self, pks: Vec<Json>) -> BoxFuture<'_, Result<Vec<Json>>>;
@@ -154,13 +167,12 @@ where
         after: Option<Json>,
         limit: u64,
         with_data: bool,
-    ) -> BoxFuture<'a, Result<Vec<MasterRow>>> {
+    ) -> BoxFuture<'a, Result<RowPage>> {
         Box::pin(async move {
             let t = &self.table;
             let txn = crate::begin_write(&self.db).await?;
-            let models = t
-                .read_models(&txn, filter, after, limit)
-                .await?;
+            let models = t.read_models(&txn, filter, after, limit).await?;
+            let last = models.last().map(|m| to_json(&m.get(t.pk))).transpose()?;
             let mut out = Vec::with_capacity(models.len());
             for model in models.iter().filter(|m| t.is_synced(m)) {
                 out.push(MasterRow {
@@ -174,7 +186,17 @@ where
                 });
             }
             txn.commit().await.map_err(|e| db_error("commit", e))?;
-            Ok(out)
+            Ok(RowPage { rows: out, last })
+        })
+    }
+
+    fn count<'a>(&'a self, filter: &'a Filter) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            E::find()
+                .filter(self.table.condition(filter)?)
+                .count(&self.db)
+                .await
+                .map_err(|e| db_error("counting master rows", e))
         })
     }
 
@@ -205,9 +227,7 @@ where
         Box::pin(async move {
             let t = &self.table;
             let txn = crate::begin_write(&self.db).await?;
-            let models = t
-                .read_models(&txn, filter, after, limit)
-                .await?;
+            let models = t.read_models(&txn, filter, after, limit).await?;
             let mut page = SyncPage {
                 processed: models.len() as u64,
                 synced: 0,

@@ -10,7 +10,7 @@ use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query, SelectStatement};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde_json::Value as Json;
 
-use super::source::{MasterRow, MasterSource, SyncPage};
+use super::source::{MasterRow, MasterSource, RowPage, SyncPage};
 use crate::columns::{revision_of, to_json};
 use crate::db_error;
 use crate::filter::Filter;
@@ -208,8 +208,37 @@ impl MasterSource for MasterView {
         after: Option<Json>,
         limit: u64,
         with_data: bool,
-    ) -> BoxFuture<'a, Result<Vec<MasterRow>>> {
-        Box::pin(async move { self.read(filter, after.as_ref(), limit, with_data).await })
+    ) -> BoxFuture<'a, Result<RowPage>> {
+        Box::pin(async move {
+            let rows = self.read(filter, after.as_ref(), limit, with_data).await?;
+            let last = rows.last().map(|r| r.pk.clone());
+            Ok(RowPage { rows, last })
+        })
+    }
+
+    fn count<'a>(&'a self, filter: &'a Filter) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let info = &self.info;
+            let resolve = |field: &str| self.keys.iter().position(|k| k == field);
+            let mut select = Query::select();
+            select
+                .expr(Expr::col(Alias::new(&info.columns[info.pk].name)).count())
+                .from(Alias::new(&info.table))
+                .cond_where(filter.condition(&info.columns, info.pk, &resolve)?);
+            let stmt = self.db.get_database_backend().build(&select);
+            let row = self
+                .db
+                .query_one_raw(stmt)
+                .await
+                .map_err(|e| db_error("counting master rows", e))?;
+            let count: i64 = match row {
+                Some(r) => r
+                    .try_get_by_index(0)
+                    .map_err(|e| db_error("counting master rows", e))?,
+                None => 0,
+            };
+            Ok(u64::try_from(count).unwrap_or_default())
+        })
     }
 
     fn missing(&self, pks: Vec<Json>) -> BoxFuture<'_, Result<Vec<Json>>> {
@@ -220,7 +249,12 @@ impl MasterSource for MasterView {
             let mut present = std::collections::HashSet::new();
             for chunk in pks.chunks(10_000) {
                 let found = self
-                    .read(&Filter::pk_in(chunk.to_vec()), None, chunk.len() as u64, false)
+                    .read(
+                        &Filter::pk_in(chunk.to_vec()),
+                        None,
+                        chunk.len() as u64,
+                        false,
+                    )
                     .await?;
                 present.extend(found.iter().map(|r| cqrs_actors::values::pk_text(&r.pk)));
             }

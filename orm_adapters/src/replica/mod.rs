@@ -226,7 +226,9 @@ impl ReplicaTable {
         self.columns
             .iter()
             .position(|c| c.name == column)
-            .ok_or_else(|| Error::config(&self.table, format!("the table has no column {column:?}")))
+            .ok_or_else(|| {
+                Error::config(&self.table, format!("the table has no column {column:?}"))
+            })
     }
 
     /// Maps master keys to replica columns (django-cqrs `CQRS_MAPPING`). Only the mapped keys
