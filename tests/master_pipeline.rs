@@ -15,8 +15,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use cqrs_sync::orm::{MasterTable, Outbox};
 use cqrs_sync::transport::{
-    Cancel, ConsumerTag, Declare, Inspect, Park, Publish, PublishDeadLetter, QueueStats, Settle,
-    Subscribe,
+    Cancel, ConsumerTag, DeadLetter, Declare, DeleteQueue, DescribeQueue, Inspect, ListDeadLetters,
+    Park, Publish, PublishDeadLetter, PurgeDeadLetters, QueueStats, RetryDeadLetters, RetryReport,
+    Settle, Subscribe, TopologyObject,
 };
 use cqrs_sync::transports::memory::MemoryBroker;
 use cqrs_sync::{
@@ -150,6 +151,14 @@ forward!(Cancel, (), |t, m| t.cancel(m.consumer, m.release));
 forward!(Park, (), |t, m| t.park(m.message, m.delay));
 forward!(PublishDeadLetter, (), |t, m| t.dead_letter(m));
 forward!(Inspect, QueueStats, |t, m| t.inspect(m.queue));
+forward!(ListDeadLetters, Vec<DeadLetter>, |t, m| t
+    .list_dead_letters(m));
+forward!(RetryDeadLetters, RetryReport, |t, m| t
+    .retry_dead_letters(m));
+forward!(PurgeDeadLetters, u64, |t, m| t.purge_dead_letters(m));
+forward!(DescribeQueue, Vec<TopologyObject>, |t, m| t
+    .describe_queue(m));
+forward!(DeleteQueue, Vec<String>, |t, m| t.delete_queue(m));
 
 impl Handler<Publish> for Counting {
     type Result = ResponseFuture<Result<()>>;

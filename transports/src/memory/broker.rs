@@ -23,6 +23,8 @@ pub(super) struct Message {
     pub(super) headers: Headers,
     pub(super) redelivered: bool,
     pub(super) expires_at: Option<Instant>,
+    /// Its number, given when the broker took it (the id of a dead letter); 0 until then.
+    pub(super) seq: u64,
 }
 
 impl From<OutgoingMessage> for Message {
@@ -34,6 +36,7 @@ impl From<OutgoingMessage> for Message {
             headers: msg.headers,
             redelivered: false,
             expires_at: msg.expiration.map(|d| Instant::now() + d),
+            seq: 0,
         }
     }
 }
@@ -68,6 +71,12 @@ pub struct ParkRecord {
 }
 
 impl MemoryBroker {
+    /// The number of the next message the broker takes.
+    pub(super) fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
     /// Binds the routing `key` to `queue`.
     pub(super) fn bind(&mut self, key: String, queue: &str) {
         self.bindings

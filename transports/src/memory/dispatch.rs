@@ -22,11 +22,12 @@ pub struct ParkLog;
 
 impl MemoryBroker {
     /// Routes a message by its routing key to every bound queue; `false` when none is bound.
-    fn route(&mut self, message: Message, ctx: &mut Context<Self>) -> bool {
+    pub(super) fn route(&mut self, mut message: Message, ctx: &mut Context<Self>) -> bool {
         let queues: Vec<String> = match self.bindings.get(&message.routing_key) {
             Some(bound) if !bound.is_empty() => bound.iter().cloned().collect(),
             _ => return false,
         };
+        message.seq = self.next_seq();
         for q in &queues {
             self.queues
                 .entry(q.clone())
@@ -174,7 +175,7 @@ impl MemoryBroker {
 }
 
 /// The error of a message that no queue is bound for.
-fn unroutable(routing_key: &str) -> Error {
+pub(super) fn unroutable(routing_key: &str) -> Error {
     Error::new(
         ErrorKind::Unroutable,
         format!("no queue is bound to routing key {routing_key:?}"),
@@ -354,6 +355,7 @@ impl Handler<PublishDeadLetter> for MemoryBroker {
             headers: msg.headers,
             redelivered: false,
             expires_at: msg.ttl.map(|d| Instant::now() + d),
+            seq: self.next_seq(),
         };
         self.enqueue_back(&msg.dead_letter_queue, message, ctx);
         Ok(())

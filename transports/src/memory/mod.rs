@@ -14,6 +14,7 @@
 mod broker;
 mod dispatch;
 mod faults;
+mod operator;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -35,6 +36,7 @@ pub struct MemoryBroker {
     unacked: HashMap<u64, (ConsumerTag, String, Message)>,
     next_tag: u64,
     next_consumer: u64,
+    next_seq: u64,
     faults: Faults,
     parked: Vec<ParkRecord>,
 }
@@ -80,6 +82,7 @@ impl MemoryBroker {
             unacked: HashMap::new(),
             next_tag: 0,
             next_consumer: 0,
+            next_seq: 0,
             faults: Faults::new(plan),
             parked: Vec::new(),
         }
