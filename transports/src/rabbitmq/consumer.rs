@@ -270,7 +270,7 @@ fn convert(d: lapin::message::Delivery, channel: u64, queue: &str) -> Delivery {
 }
 
 /// String and integer headers as text; tables and arrays (such as `x-death`) are left out.
-fn headers(table: Option<&FieldTable>) -> Headers {
+pub(crate) fn headers(table: Option<&FieldTable>) -> Headers {
     let mut out = Headers::new();
     for (k, v) in table.map(FieldTable::inner).into_iter().flatten() {
         if let Some(text) = value_text(v) {

@@ -23,6 +23,7 @@
 mod config;
 mod confirm;
 mod consumer;
+mod dead_letters;
 mod link;
 mod outgoing;
 mod subscriptions;
@@ -33,7 +34,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actix::prelude::*;
-use cqrs_actors::transport::{ConsumerTag, Declare, Inspect, QueueStats};
+use cqrs_actors::transport::{
+    ConsumerTag, Declare, DeleteQueue, DescribeQueue, Inspect, QueueStats, TopologyObject,
+};
 use cqrs_actors::{Error, ErrorKind, Result, TransportHandle};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -279,6 +282,91 @@ impl Handler<Inspect> for RabbitMqTransport {
                 ..QueueStats::default()
             })
         })
+    }
+}
+
+impl RabbitMqTransport {
+    /// The CQRS ids this transport bound `queue` to (AMQP cannot list bindings).
+    fn declared_ids(&self, queue: &str) -> Vec<String> {
+        let declared = self
+            .topology
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut ids: Vec<String> = declared
+            .iter()
+            .filter(|d| d.queue == queue)
+            .flat_map(|d| topology::bound_ids(&self.config, d))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Forgets the declarations of a deleted queue, so that a reconnect does not declare it
+    /// again and a publish to its keys is not expected to route.
+    fn forget_queue(&mut self, queue: &str) {
+        let mut declared = self
+            .topology
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        declared.retain(|d| d.queue != queue);
+        self.bound = declared
+            .iter()
+            .flat_map(|d| topology::bound_keys(&self.config, d))
+            .collect();
+    }
+}
+
+impl Handler<DescribeQueue> for RabbitMqTransport {
+    type Result = ResponseFuture<Result<Vec<TopologyObject>>>;
+
+    /// The exchange, the queue and dead-letter queue with their ready messages, the parking
+    /// exchange and tier queues with the copies they hold, and the bindings: the routing keys
+    /// of the CQRS ids this transport declared the queue with, and the tiers'.
+    fn handle(&mut self, msg: DescribeQueue, _: &mut Context<Self>) -> Self::Result {
+        let ids = self.declared_ids(&msg.queue);
+        let (mut link, config, deadline) =
+            (self.link.clone(), Arc::clone(&self.config), self.deadline());
+        Box::pin(async move {
+            let l = wait_link(&mut link, None, deadline).await?;
+            topology::describe_replica(
+                &l.connection,
+                &config,
+                &msg.queue,
+                &msg.dead_letter_queue,
+                &ids,
+            )
+            .await
+        })
+    }
+}
+
+impl Handler<DeleteQueue> for RabbitMqTransport {
+    type Result = ResponseActFuture<Self, Result<Vec<String>>>;
+
+    /// Deletes the queue, its dead-letter queue, its tier queues and its parking exchange
+    /// (with the bindings of each), and forgets its declaration.
+    fn handle(&mut self, msg: DeleteQueue, _: &mut Context<Self>) -> Self::Result {
+        let (mut link, config, deadline) =
+            (self.link.clone(), Arc::clone(&self.config), self.deadline());
+        let queue = msg.queue.clone();
+        let deleted = async move {
+            let l = wait_link(&mut link, None, deadline).await?;
+            topology::delete_replica_objects(
+                &l.connection,
+                &config,
+                &msg.queue,
+                &msg.dead_letter_queue,
+                msg.force,
+            )
+            .await
+        };
+        Box::pin(deleted.into_actor(self).map(move |deleted, this, _| {
+            if deleted.is_ok() {
+                this.forget_queue(&queue);
+            }
+            deleted
+        }))
     }
 }
 

@@ -61,19 +61,31 @@ fn properties(
     Ok(props)
 }
 
+/// The broker message for `msg`, to `exchange` by its route's routing key.
+pub(super) fn outgoing(exchange: &str, msg: OutgoingMessage) -> Result<Outgoing> {
+    let OutgoingMessage {
+        route,
+        body,
+        content_type,
+        headers,
+        expiration,
+    } = msg;
+    Ok(Outgoing {
+        exchange: topology::short("exchange", exchange)?,
+        routing_key: topology::short("routing key", &route.routing_key())?,
+        body,
+        properties: properties(&content_type, &headers, expiration)?,
+    })
+}
+
 impl Handler<Publish> for RabbitMqTransport {
     type Result = ResponseFuture<Result<()>>;
 
     fn handle(&mut self, Publish(msg): Publish, _: &mut Context<Self>) -> Self::Result {
-        let OutgoingMessage {
-            route,
-            body,
-            content_type,
-            headers,
-            expiration,
-        } = msg;
-        let props = properties(&content_type, &headers, expiration);
-        self.publish_to(self.config.exchange(), &route.routing_key(), body, props)
+        match outgoing(self.config.exchange(), msg) {
+            Ok(out) => Box::pin(self.publisher.publish(out)),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
     }
 }
 

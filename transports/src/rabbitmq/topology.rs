@@ -14,14 +14,15 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use cqrs_actors::transport::Declare;
+use cqrs_actors::transport::{Declare, TopologyObject, queue_not_empty};
 use cqrs_actors::{Error, Result};
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
 };
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 use super::config::{QueueType, RabbitMqConfig};
 use super::lapin_error;
@@ -236,6 +237,198 @@ pub(crate) async fn delete_exchange(channel: &Channel, name: &str) -> Result<()>
         .exchange_delete(short("exchange", name)?, ExchangeDeleteOptions::default())
         .await
         .map_err(|e| lapin_error("delete exchange", e))
+}
+
+/// Whether the broker answered that the queue or exchange does not exist (it then closed the
+/// channel).
+fn is_not_found(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp)
+        if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)))
+}
+
+/// A queue's ready messages and consumers, `None` when it does not exist. On a channel of its
+/// own: a passive declare of a missing queue closes its channel.
+pub(crate) async fn probe_queue(
+    connection: &Connection,
+    queue: &str,
+) -> Result<Option<(u64, u64)>> {
+    let channel = super::link::open_channel(connection).await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    match channel
+        .queue_declare(short("queue", queue)?, passive, FieldTable::default())
+        .await
+    {
+        Ok(q) => {
+            let _ = channel.close(200, "probed".into()).await;
+            Ok(Some((
+                u64::from(q.message_count()),
+                u64::from(q.consumer_count()),
+            )))
+        }
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(lapin_error("inspect queue", e)),
+    }
+}
+
+/// Whether an exchange exists (on a channel of its own, as [`probe_queue`]).
+pub(crate) async fn exchange_exists(connection: &Connection, name: &str) -> Result<bool> {
+    let channel = super::link::open_channel(connection).await?;
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    match channel
+        .exchange_declare(
+            short("exchange", name)?,
+            ExchangeKind::Topic,
+            passive,
+            FieldTable::default(),
+        )
+        .await
+    {
+        Ok(()) => {
+            let _ = channel.close(200, "probed".into()).await;
+            Ok(true)
+        }
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(lapin_error("inspect exchange", e)),
+    }
+}
+
+/// A replica's queue, its dead-letter queue, once when they are the same.
+fn replica_queues<'a>(queue: &'a str, dead_letter_queue: &'a str) -> Vec<&'a str> {
+    if queue == dead_letter_queue {
+        vec![queue]
+    } else {
+        vec![queue, dead_letter_queue]
+    }
+}
+
+/// The objects of a replica that exist, with their counts. AMQP cannot list bindings: the
+/// routing-key bindings shown are those of the CQRS ids in `cqrs_ids` (what this transport
+/// declared); the parking bindings follow from the tiers.
+pub(crate) async fn describe_replica(
+    connection: &Connection,
+    config: &RabbitMqConfig,
+    queue: &str,
+    dead_letter_queue: &str,
+    cqrs_ids: &[String],
+) -> Result<Vec<TopologyObject>> {
+    let exchange = config.exchange();
+    let mut objects = Vec::new();
+    if exchange_exists(connection, exchange).await? {
+        objects.push(TopologyObject::new(
+            "exchange",
+            exchange,
+            None,
+            "topic, durable",
+        ));
+    }
+    for (i, name) in replica_queues(queue, dead_letter_queue)
+        .into_iter()
+        .enumerate()
+    {
+        let Some((ready, consumers)) = probe_queue(connection, name).await? else {
+            continue;
+        };
+        objects.push(TopologyObject::new(
+            "queue",
+            name,
+            Some(ready),
+            format!("durable, consumers={consumers}"),
+        ));
+        for id in cqrs_ids {
+            let mut keys = vec![format!("cqrs.{name}.{id}")];
+            if i == 0 {
+                keys.insert(0, id.clone());
+            }
+            for key in keys {
+                objects.push(TopologyObject::new(
+                    "binding",
+                    key,
+                    None,
+                    format!("{exchange} -> {name}"),
+                ));
+            }
+        }
+    }
+    let park = park_exchange(queue);
+    let park_exists = exchange_exists(connection, &park).await?;
+    if park_exists {
+        objects.push(TopologyObject::new(
+            "exchange",
+            &park,
+            None,
+            "headers, durable",
+        ));
+    }
+    for tier in config.park_tiers() {
+        let name = tier_queue(queue, *tier);
+        let Some((parked, _)) = probe_queue(connection, &name).await? else {
+            continue;
+        };
+        let ms = tier.as_millis();
+        objects.push(TopologyObject::new(
+            "queue",
+            &name,
+            Some(parked),
+            format!("x-message-ttl={ms}, x-dead-letter-exchange={exchange}"),
+        ));
+        if park_exists {
+            objects.push(TopologyObject::new(
+                "binding",
+                format!("{HEADER_TIER}={ms}"),
+                None,
+                format!("{park} -> {name}"),
+            ));
+        }
+    }
+    Ok(objects)
+}
+
+/// Deletes a replica's queue, dead-letter queue, parking queues and parking exchange, those
+/// that exist, and answers their names. Refused while they hold messages unless `force`;
+/// deliveries a consumer holds unacknowledged are not counted (AMQP does not tell them).
+pub(crate) async fn delete_replica_objects(
+    connection: &Connection,
+    config: &RabbitMqConfig,
+    queue: &str,
+    dead_letter_queue: &str,
+    force: bool,
+) -> Result<Vec<String>> {
+    let mut queues: Vec<(String, u64)> = Vec::new();
+    let mut counts = [("ready", 0), ("dead letters", 0), ("parked", 0)];
+    let own = replica_queues(queue, dead_letter_queue);
+    let tiers = config.park_tiers().iter().map(|t| tier_queue(queue, *t));
+    for (i, name) in own.iter().map(|q| (*q).to_owned()).chain(tiers).enumerate() {
+        if let Some((ready, _)) = probe_queue(connection, &name).await? {
+            counts[if i < own.len() { i } else { 2 }].1 += ready;
+            queues.push((name, ready));
+        }
+    }
+    if !force && counts.iter().any(|(_, n)| *n > 0) {
+        return Err(queue_not_empty(queue, &counts));
+    }
+    let park = park_exchange(queue);
+    let park_exists = exchange_exists(connection, &park).await?;
+    let channel = super::link::open_channel(connection).await?;
+    let mut deleted = Vec::new();
+    for (name, _) in queues {
+        channel
+            .queue_delete(short("queue", &name)?, QueueDeleteOptions::default())
+            .await
+            .map_err(|e| lapin_error("delete queue", e))?;
+        deleted.push(name);
+    }
+    if park_exists {
+        delete_exchange(&channel, &park).await?;
+        deleted.push(park);
+    }
+    let _ = channel.close(200, "deleted".into()).await;
+    Ok(deleted)
 }
 
 #[cfg(test)]
