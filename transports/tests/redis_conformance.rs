@@ -56,12 +56,17 @@ mod transport_specific {
     use std::time::{Duration, Instant};
 
     use actix::Addr;
-    use cqrs_actors::transport::{Delivery, HEADER_ERROR, HEADER_REASON};
+    use std::sync::Arc;
+
+    use cqrs_actors::transport::{
+        DeadLetter, DeleteQueue, Delivery, DescribeQueue, HEADER_ERROR, HEADER_REASON,
+        ListDeadLetters, RetryDeadLetters, Rewrite,
+    };
     use cqrs_actors::{CqrsConfig, ErrorKind, Route, TransportHandle};
     use cqrs_transports::conformance::{Collected, Names, collect, declare, message, run_check};
     use cqrs_transports::redis::{
-        DeleteGoneConsumers, HEADER_DELIVERY_COUNT, ListDeadLetters, PurgeDeadLetters, RedisConfig,
-        RedisTransport, RetryDeadLetter, Stop, Teardown, TrimNow,
+        DeleteGoneConsumers, HEADER_DELIVERY_COUNT, RedisConfig, RedisTransport, Stop, Teardown,
+        TrimNow,
     };
     use futures_util::future::join_all;
 
@@ -619,96 +624,138 @@ mod transport_specific {
         .await;
     }
 
+    /// Dead letters carry their stream entry ids; two processes retrying the same dead letters
+    /// at once republish each exactly once (the script appends and removes in one step).
     #[actix_rt::test]
-    async fn dead_letters_are_listed_retried_and_purged_without_loss() {
-        let names = Names::new("redis", "dead_tools");
+    async fn two_transports_retrying_at_once_republish_each_dead_letter_once() {
+        let names = Names::new("redis", "dead_race");
+        let (t, addr) = start(&names, "").await;
+        let (other, other_addr) = start(&names, "").await;
+        run_check(
+            async {
+                let (q, x) = (names.queue("q"), names.cqrs_id("x"));
+                let dlq = format!("{q}_dlq");
+                declare(&t, &q, &[&x]).await;
+                for i in 0..40 {
+                    t.dead_letter(cqrs_actors::transport::PublishDeadLetter {
+                        dead_letter_queue: dlq.clone(),
+                        cqrs_id: Some(x.clone()),
+                        body: format!("dead{i}").into_bytes(),
+                        content_type: Some("text/plain".to_owned()),
+                        headers: Default::default(),
+                        ttl: None,
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                }
+                let listed = t
+                    .list_dead_letters(ListDeadLetters {
+                        dead_letter_queue: dlq.clone(),
+                        cqrs_id: None,
+                        limit: 1,
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let (ms, seq) = listed[0]
+                    .id
+                    .split_once('-')
+                    .unwrap_or_else(|| panic!("not an entry id: {}", listed[0].id));
+                assert!(ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok());
+                let c = collect(&t, &q, 100, true).await;
+                let rewrite: Rewrite = {
+                    let q = q.clone();
+                    Arc::new(move |d: &DeadLetter| {
+                        Some(message(
+                            Route::queue(&q, d.cqrs_id()?),
+                            &String::from_utf8_lossy(&d.body),
+                        ))
+                    })
+                };
+                let retry = |t: TransportHandle| {
+                    t.retry_dead_letters(RetryDeadLetters {
+                        dead_letter_queue: dlq.clone(),
+                        cqrs_id: None,
+                        limit: usize::MAX,
+                        rewrite: Arc::clone(&rewrite),
+                    })
+                };
+                let (a, b) = tokio::join!(retry(t.clone()), retry(other.clone()));
+                let (a, b) = (
+                    a.unwrap_or_else(|e| panic!("{e}")),
+                    b.unwrap_or_else(|e| panic!("{e}")),
+                );
+                assert_eq!(a.retried + b.retried, 40, "{a:?} {b:?}");
+                let seen = exactly(&c, 40, "the retried copies").await;
+                let distinct: BTreeSet<String> = bodies(&seen).into_iter().collect();
+                assert_eq!(distinct.len(), 40, "each dead letter once");
+                assert_eq!(xlen(&names, &format!("q:{dlq}")), 0);
+            },
+            async {
+                teardown(&addr).await;
+                stop(&other_addr).await;
+            },
+        )
+        .await;
+    }
+
+    /// Describe shows the queue's streams, groups, bindings, parked set and registry entries;
+    /// a forced delete leaves no key naming the queue, and no group of it on the id stream.
+    #[actix_rt::test]
+    async fn delete_queue_leaves_no_key_and_no_group_of_the_queue() {
+        let names = Names::new("redis", "delete_queue");
         let (t, addr) = start(&names, "").await;
         run_check(
             async {
                 let (q, x) = (names.queue("q"), names.cqrs_id("x"));
                 let dlq = format!("{q}_dlq");
                 declare(&t, &q, &[&x]).await;
-                for i in 0..3 {
-                    let mut headers = cqrs_actors::transport::Headers::new();
-                    headers.insert(HEADER_REASON.to_owned(), "retries_exhausted".to_owned());
-                    t.dead_letter(cqrs_actors::transport::PublishDeadLetter {
+                publish(&t, &x, ["waiting".to_owned()]).await;
+                t.park(
+                    message(Route::queue(&q, &x), "later"),
+                    Duration::from_secs(600),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+                let objects = t
+                    .describe_queue(DescribeQueue {
+                        queue: q.clone(),
                         dead_letter_queue: dlq.clone(),
-                        cqrs_id: Some(x.clone()),
-                        body: format!("dead{i}").into_bytes(),
-                        content_type: Some("text/plain".to_owned()),
-                        headers,
-                        ttl: None,
                     })
                     .await
                     .unwrap_or_else(|e| panic!("{e}"));
-                }
-                let list = |after: Option<String>, limit| {
-                    addr.send(ListDeadLetters {
-                        dead_letter_queue: dlq.clone(),
-                        after,
-                        limit,
-                    })
-                };
-                let first = list(None, 2)
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"))
-                    .unwrap_or_else(|e| panic!("{e}"));
-                assert_eq!(first.len(), 2);
-                assert_eq!(first[0].body, b"dead0");
-                assert_eq!(first[0].routing_key, format!("cqrs.{dlq}.{x}"));
+                let kinds: BTreeSet<&str> = objects.iter().map(|o| o.kind.as_str()).collect();
                 assert_eq!(
-                    first[0].headers.get(HEADER_REASON).map(String::as_str),
-                    Some("retries_exhausted")
+                    kinds,
+                    BTreeSet::from(["stream", "group", "binding", "parked set", "registry"]),
+                    "{objects:#?}"
                 );
-                let rest = list(Some(first[1].id.clone()), 10)
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"))
-                    .unwrap_or_else(|e| panic!("{e}"));
-                assert_eq!(rest.len(), 1, "listing leaves them in place and pages on");
-                // Retrying moves the rewritten copy to the replica queue in one step.
-                let c = collect(&t, &q, 10, true).await;
-                let retry = |id: String| {
-                    addr.send(RetryDeadLetter {
+                let deleted = t
+                    .delete_queue(DeleteQueue {
+                        queue: q.clone(),
                         dead_letter_queue: dlq.clone(),
-                        id,
-                        message: message(Route::queue(&q, &x), "again0"),
-                    })
-                };
-                let moved = retry(first[0].id.clone())
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"))
-                    .unwrap_or_else(|e| panic!("{e}"));
-                assert!(moved);
-                let twice = retry(first[0].id.clone())
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"))
-                    .unwrap_or_else(|e| panic!("{e}"));
-                assert!(!twice, "a dead letter is retried once");
-                let seen = exactly(&c, 1, "the retried copy").await;
-                assert_eq!(bodies(&seen), ["again0"]);
-                assert_eq!(seen[0].routing_key, format!("cqrs.{q}.{x}"));
-                let stats = t.inspect(&q).await.unwrap_or_else(|e| panic!("{e}"));
-                assert_eq!(stats.dead_letters, 2);
-                let purged = addr
-                    .send(PurgeDeadLetters {
-                        dead_letter_queue: dlq.clone(),
-                        ids: Some(vec![first[1].id.clone()]),
+                        force: true,
                     })
                     .await
-                    .unwrap_or_else(|e| panic!("{e}"))
                     .unwrap_or_else(|e| panic!("{e}"));
-                assert_eq!(purged, 1);
-                let purged = addr
-                    .send(PurgeDeadLetters {
-                        dead_letter_queue: dlq.clone(),
-                        ids: None,
-                    })
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"))
+                assert!(deleted.len() >= 6, "{deleted:?}");
+                let base = format!("cqrs:{{{}}}:", names.queue("exchange"));
+                let mut con = client();
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{base}*"))
+                    .query(&mut con)
                     .unwrap_or_else(|e| panic!("{e}"));
-                assert_eq!(purged, 1);
-                let stats = t.inspect(&q).await.unwrap_or_else(|e| panic!("{e}"));
-                assert_eq!(stats.dead_letters, 0);
+                assert!(!keys.iter().any(|k| k.contains(&q)), "keys left: {keys:?}");
+                let groups: Vec<redis::Value> = redis::cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(format!("{base}x:{x}"))
+                    .query(&mut con)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert!(groups.is_empty(), "groups left: {groups:?}");
+                let queues: Vec<String> = redis::cmd("HKEYS")
+                    .arg(format!("{base}queues"))
+                    .query(&mut con)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert!(queues.is_empty(), "registry left: {queues:?}");
             },
             teardown(&addr),
         )

@@ -1,13 +1,17 @@
-//! Dead letters: publishing them, and the tools of the command line's `dead-letters` (list
-//! without taking, retry as one step, purge).
+//! Dead letters: publishing them, and the operator's tools (list without taking, retry with
+//! the republish and the removal in one step, purge).
 
 use ::redis::Value;
+use ::redis::aio::ConnectionManager;
 use actix::prelude::*;
-use cqrs_actors::Result;
-use cqrs_actors::transport::PublishDeadLetter;
+use cqrs_actors::transport::{
+    DeadLetter, DeliveryTag, ListDeadLetters, PublishDeadLetter, PurgeDeadLetters,
+    RetryDeadLetters, RetryReport, Route,
+};
+use cqrs_actors::{Error, ErrorKind, Result};
 
 use super::conn::redis_error;
-use super::keys::{self, entry_fields, message_fields};
+use super::keys::{self, Keys, StreamId, entry_fields, message_fields};
 use super::publisher::Outgoing;
 use super::{RedisTransport, scripts};
 
@@ -61,46 +65,63 @@ impl Handler<PublishDeadLetter> for RedisTransport {
     }
 }
 
-/// A dead letter as its stream holds it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    /// The entry id in the dead-letter stream (for [`RetryDeadLetter`] and
-    /// [`PurgeDeadLetters`]).
-    pub id: String,
-    /// `cqrs.<dead-letter queue>.<cqrs id>`, or the queue's name when the id was unknown.
-    pub routing_key: String,
-    /// The body as it was dead-lettered.
-    pub body: Vec<u8>,
-    /// Its content type.
-    pub content_type: Option<String>,
-    /// Its headers ([`HEADER_REASON`](cqrs_actors::transport::HEADER_REASON),
-    /// [`HEADER_ERROR`](cqrs_actors::transport::HEADER_ERROR), ...).
-    pub headers: cqrs_actors::transport::Headers,
-}
+/// Entries read per `XRANGE` while looking for dead letters.
+const PAGE: usize = 500;
 
-impl std::fmt::Debug for DeadLetter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeadLetter")
-            .field("id", &self.id)
-            .field("routing_key", &self.routing_key)
-            .field("body_len", &self.body.len())
-            .field("headers", &self.headers)
-            .finish()
+/// The first `limit` dead letters of `stream` that `cqrs_id` selects, oldest first, with their
+/// entry ids; expired ones are left out (the trimmer deletes them).
+async fn read(
+    control: &mut ConnectionManager,
+    stream: &str,
+    dead_letter_queue: &str,
+    cqrs_id: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(StreamId, DeadLetter)>> {
+    let mut found = Vec::new();
+    let mut start = "-".to_owned();
+    let now = keys::now_ms();
+    while found.len() < limit {
+        let reply: Value = ::redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(control)
+            .await
+            .map_err(|e| redis_error(&format!("XRANGE {stream}"), e))?;
+        let entries = keys::parse_entries(0, &reply);
+        let Some(last) = entries.last() else {
+            break;
+        };
+        start = format!("({}", last.id);
+        let page_len = entries.len();
+        for entry in entries {
+            if found.len() == limit {
+                break;
+            }
+            if entry.expired(now) {
+                continue;
+            }
+            let id = entry.id;
+            let tag = DeliveryTag { channel: 0, tag: 0 };
+            let d = entry.into_delivery(tag, dead_letter_queue, false, None);
+            let dead = DeadLetter {
+                id: id.to_string(),
+                routing_key: d.routing_key,
+                body: d.body,
+                content_type: d.content_type,
+                headers: d.headers,
+            };
+            if dead.matches(cqrs_id) {
+                found.push((id, dead));
+            }
+        }
+        if page_len < PAGE {
+            break;
+        }
     }
-}
-
-/// Lists dead letters without taking them: up to `limit` entries of the dead-letter stream
-/// after entry `after` (from the start when `None`). For the command line's `dead-letters
-/// dump`; never sent by the framework.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Vec<DeadLetter>>")]
-pub struct ListDeadLetters {
-    /// The dead-letter queue.
-    pub dead_letter_queue: String,
-    /// List the entries after this id.
-    pub after: Option<String>,
-    /// At most this many.
-    pub limit: usize,
+    Ok(found)
 }
 
 impl Handler<ListDeadLetters> for RedisTransport {
@@ -110,115 +131,118 @@ impl Handler<ListDeadLetters> for RedisTransport {
         let stream = self.keys.queue_stream(&msg.dead_letter_queue);
         let mut control = self.control.clone();
         Box::pin(async move {
-            let start = msg
-                .after
-                .map_or_else(|| "-".to_owned(), |id| format!("({id}"));
-            let reply: Value = ::redis::cmd("XRANGE")
-                .arg(&stream)
-                .arg(start)
-                .arg("+")
-                .arg("COUNT")
-                .arg(msg.limit.max(1))
-                .query_async(&mut control)
-                .await
-                .map_err(|e| redis_error(&format!("XRANGE {stream}"), e))?;
-            Ok(keys::parse_entries(0, &reply)
-                .into_iter()
-                .map(|entry| {
-                    let id = entry.id.to_string();
-                    let tag = cqrs_actors::transport::DeliveryTag { channel: 0, tag: 0 };
-                    let d = entry.into_delivery(tag, &msg.dead_letter_queue, false, None);
-                    DeadLetter {
-                        id,
-                        routing_key: d.routing_key,
-                        body: d.body,
-                        content_type: d.content_type,
-                        headers: d.headers,
-                    }
-                })
-                .collect())
+            let filter = msg.cqrs_id.as_deref();
+            let found = read(
+                &mut control,
+                &stream,
+                &msg.dead_letter_queue,
+                filter,
+                msg.limit,
+            );
+            Ok(found.await?.into_iter().map(|(_, d)| d).collect())
         })
     }
 }
 
-/// Republishes a dead letter as `message` (the caller rewrites its body: `retries` reset, a
-/// new `expires`) to the stream of the message's route, and removes it from the dead-letter
-/// stream in the same step, so it is never lost nor left twice. Answers `false` when the
-/// entry is no longer there. For the command line's `dead-letters retry`.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<bool>")]
-pub struct RetryDeadLetter {
-    /// The dead-letter queue.
-    pub dead_letter_queue: String,
-    /// The entry id, from [`ListDeadLetters`].
-    pub id: String,
-    /// The copy to publish (usually `Route::queue(<replica queue>, <cqrs id>)`).
-    pub message: cqrs_actors::transport::OutgoingMessage,
+/// The key (and hash field) the retry script checks for a queue that takes `route`, as the
+/// publisher does: a bound queue for a broadcast, a declared one for a directed message.
+fn route_check(keys: &Keys, route: &Route) -> (String, String) {
+    match route {
+        Route::Broadcast { cqrs_id } => (keys.bindings(cqrs_id), String::new()),
+        Route::Queue { queue, .. } => (keys.queues(), queue.clone()),
+    }
 }
 
-impl Handler<RetryDeadLetter> for RedisTransport {
-    type Result = ResponseFuture<Result<bool>>;
+impl Handler<RetryDeadLetters> for RedisTransport {
+    type Result = ResponseFuture<Result<RetryReport>>;
 
-    fn handle(&mut self, msg: RetryDeadLetter, _: &mut Context<Self>) -> Self::Result {
-        let dead = self.keys.queue_stream(&msg.dead_letter_queue);
-        let target = self.keys.route_stream(&msg.message.route);
-        let mut invocation = scripts::RETRY_DEAD_LETTER.prepare_invoke();
-        invocation
-            .key(&dead)
-            .key(&target)
-            .arg(&msg.dead_letter_queue)
-            .arg(&msg.id);
-        for (k, v) in message_fields(msg.message) {
-            invocation.arg(k.as_bytes()).arg(v);
-        }
-        let mut control = self.control.clone();
+    /// Each copy is appended and its dead letter removed by one script, so that neither
+    /// happens without the other; a dead letter removed meanwhile by another tool is left out
+    /// of the report.
+    fn handle(&mut self, msg: RetryDeadLetters, _: &mut Context<Self>) -> Self::Result {
+        let dead_stream = self.keys.queue_stream(&msg.dead_letter_queue);
+        let (mut control, keys) = (self.control.clone(), self.keys.clone());
         Box::pin(async move {
-            let moved: i64 = invocation.invoke_async(&mut control).await.map_err(|e| {
-                redis_error(&format!("retrying dead letter {} of {dead}", msg.id), e)
-            })?;
-            Ok(moved == 1)
+            let filter = msg.cqrs_id.as_deref();
+            let queue = &msg.dead_letter_queue;
+            let found = read(&mut control, &dead_stream, queue, filter, msg.limit).await?;
+            let mut report = RetryReport::default();
+            for (id, dead) in found {
+                let Some(copy) = (msg.rewrite)(&dead) else {
+                    report.skipped += 1;
+                    continue;
+                };
+                let routing_key = copy.route.routing_key();
+                let target = keys.route_stream(&copy.route);
+                let (check, field) = route_check(&keys, &copy.route);
+                let mut invocation = scripts::RETRY_DEAD_LETTER.prepare_invoke();
+                invocation
+                    .key(&dead_stream)
+                    .key(&target)
+                    .key(&check)
+                    .arg(queue)
+                    .arg(id.to_string())
+                    .arg(&field);
+                for (k, v) in message_fields(copy) {
+                    invocation.arg(k.as_bytes()).arg(v);
+                }
+                let moved: i64 = invocation.invoke_async(&mut control).await.map_err(|e| {
+                    redis_error(&format!("retrying dead letter {id} of {dead_stream}"), e)
+                })?;
+                match moved {
+                    1 => report.retried += 1,
+                    0 => {}
+                    _ => {
+                        return Err(Error::new(
+                            ErrorKind::Unroutable,
+                            format!("no queue is bound to routing key {routing_key:?}"),
+                        ));
+                    }
+                }
+            }
+            Ok(report)
         })
     }
-}
-
-/// Deletes dead letters: the given entries, or all of the queue's. Answers how many were
-/// deleted. For the command line's `dead-letters purge`.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<u64>")]
-pub struct PurgeDeadLetters {
-    /// The dead-letter queue.
-    pub dead_letter_queue: String,
-    /// The entry ids, or `None` for all.
-    pub ids: Option<Vec<String>>,
 }
 
 impl Handler<PurgeDeadLetters> for RedisTransport {
     type Result = ResponseFuture<Result<u64>>;
 
+    /// All: the stream is trimmed to nothing (its group stays). One CQRS id's: those entries
+    /// are acknowledged and deleted.
     fn handle(&mut self, msg: PurgeDeadLetters, _: &mut Context<Self>) -> Self::Result {
         let stream = self.keys.queue_stream(&msg.dead_letter_queue);
         let mut control = self.control.clone();
         Box::pin(async move {
-            let mut pipe = ::redis::pipe();
-            match &msg.ids {
-                Some(ids) if ids.is_empty() => return Ok(0),
-                Some(ids) => {
-                    pipe.cmd("XACK")
-                        .arg(&stream)
-                        .arg(&msg.dead_letter_queue)
-                        .arg(ids)
-                        .ignore();
-                    pipe.cmd("XDEL").arg(&stream).arg(ids);
-                }
-                None => {
-                    pipe.cmd("XTRIM").arg(&stream).arg("MAXLEN").arg(0);
-                }
+            let queue = &msg.dead_letter_queue;
+            let Some(cqrs_id) = msg.cqrs_id.as_deref() else {
+                return ::redis::cmd("XTRIM")
+                    .arg(&stream)
+                    .arg("MAXLEN")
+                    .arg(0)
+                    .query_async(&mut control)
+                    .await
+                    .map_err(|e| redis_error(&format!("purging {stream}"), e));
+            };
+            let found = read(&mut control, &stream, queue, Some(cqrs_id), usize::MAX).await?;
+            let mut purged = 0;
+            for chunk in found.chunks(PAGE) {
+                let ids: Vec<String> = chunk.iter().map(|(id, _)| id.to_string()).collect();
+                let (n,): (u64,) = ::redis::pipe()
+                    .cmd("XACK")
+                    .arg(&stream)
+                    .arg(queue)
+                    .arg(&ids)
+                    .ignore()
+                    .cmd("XDEL")
+                    .arg(&stream)
+                    .arg(&ids)
+                    .query_async(&mut control)
+                    .await
+                    .map_err(|e| redis_error(&format!("purging {stream}"), e))?;
+                purged += n;
             }
-            let (n,): (u64,) = pipe
-                .query_async(&mut control)
-                .await
-                .map_err(|e| redis_error(&format!("purging {stream}"), e))?;
-            Ok(n)
+            Ok(purged)
         })
     }
 }

@@ -9,8 +9,9 @@
 //!   queue; parked retries wait in a sorted set until a mover brings them back; a trimmer
 //!   keeps streams bounded without cutting what a group still needs. The README's Redis
 //!   section gives the key layout.
-//! - [`ListDeadLetters`], [`RetryDeadLetter`], [`PurgeDeadLetters`]: the dead-letter tools;
-//!   [`TrimNow`], [`DeleteGoneConsumers`], [`Stop`], [`Teardown`]: for tests and tools.
+//! - The operator's tools of the transport protocol (dead letters listed, retried and purged;
+//!   a replica queue described and deleted) work on those keys; [`TrimNow`],
+//!   [`DeleteGoneConsumers`], [`Stop`], [`Teardown`]: for tests and tools.
 //!
 //! ```no_run
 //! # async fn run() -> cqrs_actors::Result<()> {
@@ -30,6 +31,7 @@ mod dead_letters;
 mod keys;
 mod maintenance;
 mod publisher;
+mod queues;
 mod scripts;
 mod tools;
 mod transport;
@@ -38,7 +40,6 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use config::{GroupStart, RedisConfig};
-pub use dead_letters::{DeadLetter, ListDeadLetters, PurgeDeadLetters, RetryDeadLetter};
 pub use keys::HEADER_DELIVERY_COUNT;
 pub use tools::{DeleteGoneConsumers, Stop, Teardown, TrimNow};
 pub use transport::RedisTransport;

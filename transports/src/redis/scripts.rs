@@ -211,17 +211,60 @@ return redis.call('XTRIM', key, 'MINID', string.format('%d-%d', cut[1], cut[2]))
 });
 
 /// Republishes a dead letter and removes it from its stream, in one step: nothing is removed
-/// unless the copy was appended. KEYS: dead-letter stream, target stream. ARGV: the
-/// dead-letter queue (its group), the entry id, then the copy's field/value pairs. Returns 1,
-/// or 0 when the entry was not there.
+/// unless the copy was appended, and nothing is appended that no queue takes. KEYS:
+/// dead-letter stream, target stream, the registry that says a queue takes the copy (the
+/// bindings set of a broadcast's CQRS id, or the hash of declared queues). ARGV: the
+/// dead-letter queue (its group), the entry id, the declared queue to look for in the hash
+/// (empty for a bindings set), then the copy's field/value pairs. Returns 1; 0 when the entry
+/// was not there; -1 when no queue takes the copy.
 pub(crate) static RETRY_DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) == 0 then return 0 end
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+local routable
+if ARGV[3] == '' then
+  routable = redis.call('SCARD', KEYS[3]) > 0
+else
+  routable = redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1
+end
+if not routable then return -1 end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
+",
+    )
+});
+
+/// Describes streams for one group. KEYS: streams. ARGV: group. Returns, per stream,
+/// `{exists, length, group exists, pending, not yet delivered}`.
+pub(crate) static DESCRIBE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 0 then
+    out[i] = {0, 0, 0, 0, 0}
+  else
+    local found, pending, ready = 0, 0, 0
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+      local info = {}
+      for j = 1, #g, 2 do info[g[j]] = g[j + 1] end
+      if info['name'] == ARGV[1] then
+        found = 1
+        pending = tonumber(info['pending'])
+        if info['lag'] then
+          ready = tonumber(info['lag'])
+        else
+          local rest = redis.call('XRANGE', key, '(' .. info['last-delivered-id'], '+', 'COUNT', 100000)
+          ready = #rest
+        end
+      end
+    end
+    out[i] = {1, redis.call('XLEN', key), found, pending, ready}
+  end
+end
+return out
 ",
     )
 });

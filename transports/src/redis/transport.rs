@@ -114,6 +114,14 @@ impl RedisTransport {
         }
     }
 
+    /// Stops this process's consumers of `queue`, as [`Self::stop_consumers`] does.
+    pub(super) fn stop_consumers_of(&mut self, queue: &str) {
+        for c in self.channels.values().filter(|c| c.queue == queue) {
+            c.state().stopped = true;
+            c.wake.notify_one();
+        }
+    }
+
     fn deadline(&self) -> Instant {
         Instant::now() + self.config.publish_timeout
     }
