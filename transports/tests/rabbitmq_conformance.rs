@@ -53,13 +53,16 @@ mod transport_specific {
 
     use std::time::{Duration, Instant};
 
-    use cqrs_actors::transport::{Declare, Headers, OutgoingMessage, PublishDeadLetter};
+    use cqrs_actors::transport::{
+        Declare, DeleteQueue, DescribeQueue, Headers, OutgoingMessage, PublishDeadLetter,
+    };
     use cqrs_actors::{ErrorKind, Route, TransportHandle};
     use cqrs_transports::conformance::{Names, collect, message, run_check};
     use cqrs_transports::rabbitmq::{
         Connections, QueueType, RabbitMqConfig, RabbitMqTransport, Teardown,
     };
-    use lapin::options::BasicGetOptions;
+    use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
     use lapin::{Connection, ConnectionProperties};
 
     async fn start(config: RabbitMqConfig) -> (TransportHandle, actix::Addr<RabbitMqTransport>) {
@@ -333,6 +336,107 @@ mod transport_specific {
                     .await
                     .unwrap_or_else(|e| panic!("{e}"));
                 assert_eq!(connections, 1, "no reconnect");
+            },
+            teardown(&addr),
+        )
+        .await;
+    }
+
+    /// Describe names every object Declare made (the exchange, both queues, the parking
+    /// exchange and one queue per tier, with the bindings), and delete removes all of them but
+    /// the shared exchange, forcing past the parked copy it finds.
+    #[actix_rt::test]
+    async fn describe_and_delete_cover_the_parking_tiers() {
+        let names = Names::new("rmq", "describe_delete");
+        let tiers = [Duration::from_secs(60), Duration::from_secs(120)];
+        let (t, addr) = start(config(&names).with_park_tiers(tiers)).await;
+        run_check(
+            async {
+                let (q, x) = (names.queue("q"), names.cqrs_id("x"));
+                let dlq = format!("{q}_dlq");
+                declare(&t, &q, &x).await;
+                t.park(
+                    message(Route::queue(&q, &x), "parked"),
+                    Duration::from_secs(90),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+                let objects = t
+                    .describe_queue(DescribeQueue {
+                        queue: q.clone(),
+                        dead_letter_queue: dlq.clone(),
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let named = |kind: &str| -> Vec<(String, Option<u64>)> {
+                    objects
+                        .iter()
+                        .filter(|o| o.kind == kind)
+                        .map(|o| (o.name.clone(), o.messages))
+                        .collect()
+                };
+                assert_eq!(
+                    named("exchange"),
+                    [(names.queue("exchange"), None), (format!("{q}.park"), None)]
+                );
+                assert_eq!(
+                    named("queue"),
+                    [
+                        (q.clone(), Some(0)),
+                        (dlq.clone(), Some(0)),
+                        (format!("{q}.park.60000ms"), Some(0)),
+                        (format!("{q}.park.120000ms"), Some(1)),
+                    ]
+                );
+                let bindings: Vec<String> = named("binding").into_iter().map(|(n, _)| n).collect();
+                assert_eq!(
+                    bindings,
+                    [
+                        x.clone(),
+                        format!("cqrs.{q}.{x}"),
+                        format!("cqrs.{dlq}.{x}"),
+                        "cqrs-park-tier=60000".to_owned(),
+                        "cqrs-park-tier=120000".to_owned(),
+                    ]
+                );
+                let delete = |force| {
+                    t.delete_queue(DeleteQueue {
+                        queue: q.clone(),
+                        dead_letter_queue: dlq.clone(),
+                        force,
+                    })
+                };
+                let err = delete(false).await.expect_err("a parked copy is left");
+                assert!(err.message().contains("parked: 1"), "{err}");
+                let deleted = delete(true).await.unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(
+                    deleted,
+                    [
+                        q.clone(),
+                        dlq.clone(),
+                        format!("{q}.park.60000ms"),
+                        format!("{q}.park.120000ms"),
+                        format!("{q}.park"),
+                    ]
+                );
+                let conn = Connection::connect(&super::url(), ConnectionProperties::default())
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                for queue in [&q, &dlq] {
+                    let channel = conn
+                        .create_channel()
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let passive = QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    };
+                    channel
+                        .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                        .await
+                        .expect_err("deleted");
+                }
+                let _ = conn.close(200, "done".into()).await;
             },
             teardown(&addr),
         )
