@@ -62,6 +62,11 @@ pub mod orm {
     };
 }
 
+/// The `cqrs` command's tree and tools (feature `cli`): mount [`cli::Command`] in a service's
+/// own binary, over [`cli::Tools`] built with its tables.
+#[cfg(feature = "cli")]
+pub use cqrs_cli as cli;
+
 /// What an application author needs, in one import.
 pub mod prelude {
     pub use crate::CqrsSystemExt;

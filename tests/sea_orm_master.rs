@@ -599,7 +599,10 @@ async fn sync_dump_and_diff_repair_a_replica(backend: Backend) {
     assert_eq!(synced, 2);
 
     // deleted diff replica -> deleted diff master -> deleted sync replica.
-    let pks = replica.pks_page(&cqrs_orm_adapters::Filter::all(), None, 1_000).await.unwrap();
+    let pks = replica
+        .pks_page(&cqrs_orm_adapters::Filter::all(), None, 1_000)
+        .await
+        .unwrap();
     let pk_values: Vec<sea_orm::Value> = pks
         .iter()
         .map(|p| sea_orm::Value::BigInt(p.as_i64()))

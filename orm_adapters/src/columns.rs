@@ -186,7 +186,14 @@ impl Column {
             Kind::Bool => Value::Bool(row.try_get_by_index(index).map_err(db)?),
             Kind::Float => Value::Float(row.try_get_by_index(index).map_err(db)?),
             Kind::Double => Value::Double(row.try_get_by_index(index).map_err(db)?),
-            Kind::Decimal => Value::Decimal(row.try_get_by_index(index).map_err(db)?),
+            // SQLite keeps a whole number in a NUMERIC column as an integer.
+            Kind::Decimal => Value::Decimal(match row.try_get_by_index(index) {
+                Ok(v) => v,
+                Err(e) => row
+                    .try_get_by_index::<Option<i64>>(index)
+                    .map_err(|_| db(e))?
+                    .map(rust_decimal::Decimal::from),
+            }),
             Kind::Date => Value::ChronoDate(row.try_get_by_index(index).map_err(db)?),
             Kind::NaiveDateTime => Value::ChronoDateTime(row.try_get_by_index(index).map_err(db)?),
             Kind::DateTimeUtc => Value::ChronoDateTimeUtc(row.try_get_by_index(index).map_err(db)?),

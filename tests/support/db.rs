@@ -168,6 +168,11 @@ impl TestDb {
         connect(&url, pool).await
     }
 
+    /// The database's URL, for another process.
+    pub fn url(&self) -> String {
+        database_url(self.backend, &self.name).0
+    }
+
     /// Another connection pool to the same database (a second "process").
     pub async fn reconnect(&self) -> DatabaseConnection {
         Self::open(self.backend, &self.name).await

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod db;
 pub mod entities;
 pub mod faults;

@@ -1,0 +1,604 @@
+//! The `cqrs` command end to end, as a user runs it: configuration files, real databases
+//! (PostgreSQL, MariaDB, SQLite), real brokers (RabbitMQ, Redis), processes and pipes.
+
+#![cfg(feature = "cli")]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use support::cli::{Consumer, Dir, config_text, create_book, fill_books, pipeline, run};
+use support::db::{Backend, TestDb};
+use support::rabbitmq::Vhost;
+use support::redis::Space;
+use support::wait_until;
+
+/// The `[replicas.book]` section over `table`.
+fn replica_section(table: &str) -> String {
+    format!("[replicas.book]\ntable = \"{table}\"\nkeys = {{ author = \"author_id\" }}\n")
+}
+
+/// The `[masters.book]` section over `table`.
+fn master_section(table: &str) -> String {
+    format!("[masters.book]\ntable = \"{table}\"\nkeys = {{ author = \"author_id\" }}\n")
+}
+
+fn rabbitmq_broker(vhost: &Vhost, queue: Option<&str>) -> String {
+    let queue = queue.map_or_else(String::new, |q| format!("queue = \"{q}\""));
+    format!(
+        "url = \"{}\"\nexchange = \"cqrs_cli\"\n{queue}",
+        vhost.url()
+    )
+}
+
+fn redis_broker(space: &Space, queue: Option<&str>) -> String {
+    let queue = queue.map_or_else(String::new, |q| format!("queue = \"{q}\""));
+    format!(
+        "url = \"{}\"\nexchange = \"{}\"\n{queue}",
+        support::redis::url(),
+        space.exchange
+    )
+}
+
+/// A table's rows as `bulk-dump` writes them, decimals compared as numbers (databases differ
+/// in trailing zeros), keyed by pk.
+async fn dumped(config: &Path) -> Vec<Json> {
+    let ran = run(config, &["bulk-dump", "--cqrs-id", "book", "-o", "-"], b"")
+        .await
+        .ok();
+    let mut lines = ran.stdout.lines();
+    assert_eq!(lines.next(), Some("book"), "{ran:?}");
+    lines
+        .map(|l| {
+            let mut row: Json = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+            if let Some(price) = row.get("price").and_then(Json::as_str) {
+                let price: f64 = price.parse().unwrap_or_else(|e| panic!("{price}: {e}"));
+                row["price"] = Json::from(price);
+            }
+            row
+        })
+        .collect()
+}
+
+fn ids(rows: &[Json]) -> BTreeSet<i64> {
+    rows.iter().filter_map(|r| r["id"].as_i64()).collect()
+}
+
+#[actix_rt::test]
+async fn usage_errors_exit_2_and_say_what_is_wrong() {
+    let dir = Dir::new("usage");
+    let db = TestDb::new(Backend::Sqlite, "cli_usage").await;
+    create_book(&db, "book", false).await;
+    let broker = "url = \"memory://\"\nqueue = \"q\"";
+    let both = format!("{}{}", replica_section("book"), master_section("book"));
+    let config = dir.file("c.toml", &config_text(broker, &db, &both));
+
+    run(&config, &[], b"").await.fails(2, "Usage");
+    run(&config, &["nope"], b"")
+        .await
+        .fails(2, "unrecognized subcommand");
+    run(&config, &["sync", "--cqrs-id", "book"], b"")
+        .await
+        .fails(2, "-f '{}' every row");
+    run(&config, &["sync", "--cqrs-id", "nope", "-f", "{}"], b"")
+        .await
+        .fails(2, "wrong CQRS id \"nope\": the master ids are book");
+    run(&config, &["consume", "--cqrs-id", "author"], b"")
+        .await
+        .fails(2, "the replica ids are book");
+    run(
+        &config,
+        &["sync", "--cqrs-id", "book", "-f", r#"{"color": "red"}"#],
+        b"",
+    )
+    .await
+    .fails(2, "no column \"color\"");
+    run(
+        &config,
+        &["sync", "--cqrs-id", "book", "-f", r#"{"id__like": 1}"#],
+        b"",
+    )
+    .await
+    .fails(2, "unknown lookup \"like\"");
+    run(
+        &config,
+        &["sync", "--cqrs-id", "book", "-f", r#"{"id": "1 OR 1=1"}"#],
+        b"",
+    )
+    .await
+    .fails(2, "\"id\"");
+    run(
+        &config,
+        &["sync", "--cqrs-id", "book", "-f", "{not json"],
+        b"",
+    )
+    .await
+    .fails(2, "not valid JSON");
+    run(
+        &config,
+        &["bulk-dump", "--cqrs-id", "book", "--batch", "0"],
+        b"",
+    )
+    .await
+    .fails(2, "--batch");
+    run(&config, &["bulk-load", "-i", "/nonexistent/dump"], b"")
+        .await
+        .fails(2, "can't be read");
+    run(&config, &["bulk-load", "-i", "-"], b"")
+        .await
+        .fails(2, "is empty");
+    run(&config, &["bulk-load", "-i", "-"], b"author\n{}\n")
+        .await
+        .fails(2, "wrong CQRS id \"author\"");
+    run(&config, &["diff-replica"], b"")
+        .await
+        .fails(2, "the input is empty");
+    run(&config, &["topology", "--force"], b"")
+        .await
+        .fails(2, "--delete");
+    let existing = dir.file("exists.dump", "");
+    run(
+        &config,
+        &[
+            "bulk-dump",
+            "--cqrs-id",
+            "book",
+            "-o",
+            &existing.display().to_string(),
+        ],
+        b"",
+    )
+    .await
+    .fails(2, "exists");
+
+    // The file itself.
+    let bad = dir.file(
+        "bad.toml",
+        "url = \"memory://\"\n[replicas.book]\ntable = \"book\"\n",
+    );
+    run(&bad, &["consume"], b"")
+        .await
+        .fails(2, "no database_url");
+    let bad = dir.file(
+        "bad2.toml",
+        &config_text(broker, &db, "[replicas.book]\ntable = \"missing\"\n"),
+    );
+    run(&bad, &["consume"], b"")
+        .await
+        .fails(2, "[book]: config: missing: no such table");
+    let bad = dir.file(
+        "bad3.toml",
+        &config_text(
+            broker,
+            &db,
+            "[replicas.book]\ntable = \"book\"\ncolour = 1\n",
+        ),
+    );
+    run(&bad, &["consume"], b"")
+        .await
+        .fails(2, "unknown field `colour`");
+    let bad = dir.file("bad4.toml", &config_text(broker, &db, "nonsense = 1\n"));
+    run(&bad, &["consume"], b"").await.fails(2, "nonsense");
+    let bad = dir.file(
+        "bad5.toml",
+        &config_text(
+            broker,
+            &db,
+            "[replicas.book]\ntable = \"book\"\nkeys = { a = \"nope\" }\n",
+        ),
+    );
+    run(&bad, &["consume"], b"")
+        .await
+        .fails(2, "no column \"nope\"");
+    let secret = dir.file(
+        "secret.toml",
+        "url = \"memory://\"\ndatabase_url = \"postgres://u:hunter2@127.0.0.1:1/x\"\n[replicas.book]\ntable = \"book\"\n",
+    );
+    let ran = run(&secret, &["consume"], b"").await;
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(!ran.stderr.contains("hunter2"), "{ran:?}");
+    db.cleanup().await;
+}
+
+#[actix_rt::test]
+async fn tables_are_read_from_each_database() {
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
+        let db = TestDb::new(backend, "cli_introspect").await;
+        create_book(&db, "book", true).await;
+        fill_books(&db, "book", 5).await;
+        let dir = Dir::new("introspect");
+        let text = config_text(
+            "url = \"memory://\"\nqueue = \"q\"",
+            &db,
+            &format!("{}{}", replica_section("book"), master_section("book")),
+        );
+        let config = dir.file("c.toml", &text);
+        let rows = dumped(&config).await;
+        assert_eq!(rows.len(), 5, "{backend:?}");
+        let second = &rows[1];
+        assert_eq!(second["id"], 2, "{backend:?}: {second}");
+        assert_eq!(second["title"], "Book 2");
+        assert_eq!(second["price"], 2.5);
+        assert_eq!(second["published"], "2020-01-03");
+        assert_eq!(second["extra"], serde_json::json!({"n": 2}), "{backend:?}");
+        assert_eq!(second["author"], 2);
+        assert_eq!(second["cqrs_revision"], 2);
+        assert_eq!(
+            second["cqrs_updated"], "2026-11-30 10:00:02.500000+00:00",
+            "{backend:?}"
+        );
+        assert!(rows[2]["published"].is_null());
+
+        // What a replica cannot be: no primary key, two columns in it, no cqrs columns, a
+        // type the adapters do not convert.
+        use sea_orm::ConnectionTrait;
+        let blob = if backend == Backend::Postgres {
+            "BYTEA"
+        } else {
+            "BLOB"
+        };
+        for (table, ddl, error) in [
+            ("nopk", "CREATE TABLE nopk (id INTEGER, cqrs_revision INTEGER, cqrs_updated DATE)".to_owned(), "no primary key"),
+            ("twopk", "CREATE TABLE twopk (a INTEGER, b INTEGER, cqrs_revision INTEGER, cqrs_updated DATE, PRIMARY KEY (a, b))".to_owned(), "single-column primary key"),
+            ("nocqrs", "CREATE TABLE nocqrs (id INTEGER PRIMARY KEY)".to_owned(), "no cqrs_revision"),
+            ("blobby", format!("CREATE TABLE blobby (id INTEGER PRIMARY KEY, b {blob}, cqrs_revision INTEGER, cqrs_updated DATE)"), "column \"b\" has type"),
+        ] {
+            db.db.execute_unprepared(&ddl).await.unwrap_or_else(|e| panic!("{ddl}: {e}"));
+            let config = dir.file(
+                "bad.toml",
+                &config_text("url = \"memory://\"", &db, &replica_section(table)),
+            );
+            run(&config, &["consume"], b"").await.fails(2, error);
+        }
+        db.cleanup().await;
+    }
+}
+
+/// 100,000 rows out of PostgreSQL and into MariaDB, through a file, in batches that do not
+/// divide the row count; then the same file again: every row is skipped, none is lost.
+#[actix_rt::test]
+async fn dump_and_load_round_trip_100_000_rows() {
+    let dir = Dir::new("roundtrip");
+    let master = TestDb::new(Backend::Postgres, "cli_dump_master").await;
+    let replica = TestDb::new(Backend::MySql, "cli_dump_replica").await;
+    create_book(&master, "book", false).await;
+    create_book(&replica, "book", false).await;
+    fill_books(&master, "book", 100_000).await;
+    let broker = "url = \"memory://\"\nqueue = \"q\"";
+    let master_config = dir.file(
+        "m.toml",
+        &config_text(broker, &master, &master_section("book")),
+    );
+    let replica_text = format!("{}{}", replica_section("book"), master_section("book"));
+    let replica_config = dir.file("r.toml", &config_text(broker, &replica, &replica_text));
+    let file = dir.path("book.dump").display().to_string();
+
+    let ran = run(
+        &master_config,
+        &[
+            "bulk-dump",
+            "--cqrs-id",
+            "book",
+            "-o",
+            &file,
+            "--batch",
+            "7777",
+        ],
+        b"",
+    )
+    .await
+    .ok();
+    assert!(ran.stderr.contains("100000 instance(s) saved."), "{ran:?}");
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(text.lines().count(), 100_001);
+    let ran = run(
+        &replica_config,
+        &["bulk-load", "-i", &file, "--batch", "3000"],
+        b"",
+    )
+    .await
+    .ok();
+    assert!(ran.stderr.contains("100000 instance(s) loaded."), "{ran:?}");
+    assert_eq!(dumped(&replica_config).await, dumped(&master_config).await);
+
+    // Again, from stdin: nothing is newer, nothing changes.
+    let ran = run(&replica_config, &["bulk-load", "-i", "-"], text.as_bytes())
+        .await
+        .ok();
+    assert!(ran.stderr.contains("0 instance(s) loaded."), "{ran:?}");
+    assert!(ran.stderr.contains("100000 instance(s) skipped"), "{ran:?}");
+
+    // --clear, and a file with broken lines: each is reported by number, the rest load, and
+    // the command exits 1.
+    let mut lines: Vec<String> = text.lines().take(11).map(str::to_owned).collect();
+    lines[3] = "{not json".into();
+    lines[5] = "[1, 2]".into();
+    lines[7] = lines[7].replace("\"title\":\"Book 7\"", "\"title\":null");
+    lines.push(String::new());
+    let ran = run(
+        &replica_config,
+        &["bulk-load", "-i", "-", "--clear", "--batch", "4"],
+        lines.join("\n").as_bytes(),
+    )
+    .await;
+    ran.fails(1, "line 4: dump line can't be parsed");
+    let rows = dumped(&replica_config).await;
+    assert_eq!(ids(&rows), BTreeSet::from([1, 2, 4, 6, 8, 9, 10]));
+
+    // An empty table dumps its id line only.
+    use sea_orm::ConnectionTrait;
+    master
+        .db
+        .execute_unprepared("DELETE FROM book")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ran = run(
+        &master_config,
+        &["bulk-dump", "--cqrs-id", "book", "-o", "-"],
+        b"",
+    )
+    .await
+    .ok();
+    assert_eq!(ran.stdout, "book\n");
+    master.cleanup().await;
+    replica.cleanup().await;
+}
+
+/// A replica run by `consume` from its file alone, fed by `sync` with filters, broadcast and
+/// to its queue, over RabbitMQ; then stopped by SIGTERM.
+#[actix_rt::test]
+async fn sync_by_filter_reaches_a_standalone_replica_over_rabbitmq() {
+    let dir = Dir::new("sync");
+    let vhost = Vhost::create("cqrs_cli_sync");
+    let master = TestDb::new(Backend::MySql, "cli_sync_master").await;
+    let replica = TestDb::new(Backend::Sqlite, "cli_sync_replica").await;
+    create_book(&master, "book", false).await;
+    create_book(&replica, "book", false).await;
+    fill_books(&master, "book", 250).await;
+    let master_config = dir.file(
+        "m.toml",
+        &config_text(
+            &rabbitmq_broker(&vhost, None),
+            &master,
+            &master_section("book"),
+        ),
+    );
+    let replica_text = format!("{}{}", replica_section("book"), master_section("book"));
+    let replica_config = dir.file(
+        "r.toml",
+        &config_text(
+            &rabbitmq_broker(&vhost, Some("books")),
+            &replica,
+            &replica_text,
+        ),
+    );
+    let consumer = Consumer::start(&replica_config, &["-w", "2"], &dir).await;
+
+    let expect = |filter: &'static str, expected: BTreeSet<i64>, extra: &'static [&'static str]| {
+        let (master_config, replica_config) = (master_config.clone(), replica_config.clone());
+        async move {
+            let mut args = vec!["sync", "--cqrs-id", "book", "-f", filter, "--batch", "7"];
+            args.extend_from_slice(extra);
+            let ran = run(&master_config, &args, b"").await.ok();
+            let synced = format!("{} instance(s) synced.", expected.len());
+            assert!(ran.stderr.contains(&synced), "{filter}: {ran:?}");
+            wait_until(filter, Duration::from_secs(30), || {
+                let (replica_config, expected) = (replica_config.clone(), expected.clone());
+                async move { expected.is_subset(&ids(&dumped(&replica_config).await)) }
+            })
+            .await;
+        }
+    };
+    let filters: [(&str, BTreeSet<i64>, &[&str]); 4] = [
+        (r#"{"id__in": [1, 2, 3]}"#, BTreeSet::from([1, 2, 3]), &[]),
+        (
+            r#"{"title__startswith": "Book 24"}"#,
+            (240..=249).chain([24]).collect(),
+            &[],
+        ),
+        (
+            r#"{"pk__gt": 200, "published__isnull": true}"#,
+            (201..=250).filter(|i| i % 3 == 0).collect(),
+            &["-q", "books"],
+        ),
+        (
+            r#"{"price__lte": "12.5", "author__isnull": false}"#,
+            (1..=10).filter(|i| i % 7 != 0).collect(),
+            &[],
+        ),
+    ];
+    let mut union = BTreeSet::new();
+    for (filter, expected, extra) in filters {
+        union.extend(expected.iter().copied());
+        expect(filter, expected, extra).await;
+    }
+    let all = dumped(&replica_config).await;
+    assert_eq!(ids(&all), union, "only the selected rows were synced");
+    let masters: Vec<Json> = dumped(&master_config)
+        .await
+        .into_iter()
+        .filter(|r| union.contains(&r["id"].as_i64().unwrap_or_default()))
+        .collect();
+    assert_eq!(all, masters, "the synced rows are the master's");
+
+    let ran = run(
+        &master_config,
+        &["sync", "--cqrs-id", "book", "-f", r#"{"id": 999}"#],
+        b"",
+    )
+    .await
+    .ok();
+    assert!(
+        ran.stderr.contains("No objects found for filter!"),
+        "{ran:?}"
+    );
+    run(
+        &master_config,
+        &["sync", "--cqrs-id", "book", "-f", "{}", "-q", "nobody"],
+        b"",
+    )
+    .await
+    .fails(1, "no queue is bound");
+
+    let (code, log) = consumer.stop("-TERM").await;
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("SIGTERM: finishing what is in flight") && log.contains("stopped"),
+        "{log}"
+    );
+    master.cleanup().await;
+    replica.cleanup().await;
+}
+
+/// Both repair pipelines, through pipes and files, over Redis: a replica with stale, missing
+/// and extra rows becomes equal to the master.
+#[actix_rt::test]
+async fn the_diff_pipelines_make_the_replica_equal_over_redis() {
+    let dir = Dir::new("diff");
+    let space = Space::create("cqrs_cli_diff");
+    let master = TestDb::new(Backend::Postgres, "cli_diff_master").await;
+    let replica = TestDb::new(Backend::MySql, "cli_diff_replica").await;
+    create_book(&master, "book", false).await;
+    create_book(&replica, "book", false).await;
+    fill_books(&master, "book", 2_500).await;
+    let master_config = dir.file(
+        "m.toml",
+        &config_text(
+            &redis_broker(&space, None),
+            &master,
+            &master_section("book"),
+        ),
+    );
+    let replica_text = format!("{}{}", replica_section("book"), master_section("book"));
+    let replica_config = dir.file(
+        "r.toml",
+        &config_text(
+            &redis_broker(&space, Some("books")),
+            &replica,
+            &replica_text,
+        ),
+    );
+    // The replica starts from a dump, then drifts: stale revisions, lost rows, rows the
+    // master deleted.
+    let file = dir.path("book.dump").display().to_string();
+    run(
+        &master_config,
+        &["bulk-dump", "--cqrs-id", "book", "-o", &file],
+        b"",
+    )
+    .await
+    .ok();
+    run(&replica_config, &["bulk-load", "-i", &file], b"")
+        .await
+        .ok();
+    use sea_orm::ConnectionTrait;
+    for sql in [
+        "UPDATE book SET title = 'stale', cqrs_revision = 99 WHERE id IN (5, 999, 1000, 1001, 2500)",
+        "DELETE FROM book WHERE id IN (7, 1500, 2499)",
+        "INSERT INTO book SELECT id + 10000, title, price, published, extra, author_id, cqrs_revision, cqrs_updated FROM book WHERE id <= 3",
+    ] {
+        replica
+            .db
+            .execute_unprepared(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    master
+        .db
+        .execute_unprepared("DELETE FROM book WHERE id IN (10, 11)")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let consumer = Consumer::start(&replica_config, &[], &dir).await;
+
+    // Revisions: master | replica | master, the middle output kept in a file.
+    let diff = dir.path("diff.txt").display().to_string();
+    let ran = pipeline(&[
+        (
+            &master_config,
+            &["diff-master", "--cqrs-id", "book", "--batch", "1000"],
+        ),
+        (&replica_config, &["diff-replica", "--batch", "300"]),
+    ])
+    .await
+    .ok();
+    std::fs::write(&diff, &ran.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let lines = ran.lines();
+    assert!(
+        lines[0].starts_with("book,") && lines[0].ends_with(",books"),
+        "{ran:?}"
+    );
+    let to_sync: BTreeSet<i64> = lines[1..]
+        .iter()
+        .flat_map(|l| serde_json::from_str::<Vec<i64>>(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(
+        to_sync,
+        BTreeSet::from([5, 7, 999, 1000, 1001, 1500, 2499, 2500])
+    );
+    let text = std::fs::read(&diff).unwrap_or_else(|e| panic!("{e}"));
+    let ran = run(&master_config, &["diff-sync", "--batch", "3"], &text)
+        .await
+        .ok();
+    assert!(ran.stderr.contains("8 instance(s) synced."), "{ran:?}");
+
+    // Deletions: replica | master | replica, all through pipes.
+    let ran = pipeline(&[
+        (
+            &replica_config,
+            &[
+                "deleted-diff-replica",
+                "--cqrs-id",
+                "book",
+                "--batch",
+                "700",
+            ],
+        ),
+        (&master_config, &["deleted-diff-master"]),
+        (&replica_config, &["deleted-sync-replica"]),
+    ])
+    .await
+    .ok();
+    assert!(ran.stderr.contains("5 instance(s) deleted."), "{ran:?}");
+
+    let expected = dumped(&master_config).await;
+    assert_eq!(expected.len(), 2_498);
+    wait_until("replica == master", Duration::from_secs(30), || {
+        let (replica_config, expected) = (replica_config.clone(), expected.clone());
+        async move { dumped(&replica_config).await == expected }
+    })
+    .await;
+    // Nothing left to do.
+    let ran = pipeline(&[
+        (&master_config, &["diff-master", "--cqrs-id", "book"]),
+        (&replica_config, &["diff-replica"]),
+    ])
+    .await
+    .ok();
+    assert_eq!(ran.lines().len(), 1, "{ran:?}");
+
+    // Broken input is refused by line number.
+    run(
+        &replica_config,
+        &["diff-replica"],
+        b"book,now\n[[1, 2], [3]]\n",
+    )
+    .await
+    .fails(1, "line 2: expected a JSON array of [pk, revision] pairs");
+    run(
+        &master_config,
+        &["deleted-diff-master"],
+        b"book,now\n{\"a\": 1}\n",
+    )
+    .await
+    .fails(1, "line 2: expected a JSON array of primary keys");
+    run(&master_config, &["diff-sync"], b"nope,now,None\n[1]\n")
+        .await
+        .fails(2, "wrong CQRS id \"nope\"");
+    let (code, log) = consumer.stop("-INT").await;
+    assert_eq!(code, 0, "{log}");
+    master.cleanup().await;
+    replica.cleanup().await;
+}
