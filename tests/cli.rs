@@ -602,3 +602,290 @@ async fn the_diff_pipelines_make_the_replica_equal_over_redis() {
     master.cleanup().await;
     replica.cleanup().await;
 }
+
+/// Dead letters a user can see, fix and replay: rows the replica refuses (a NOT NULL column
+/// the master leaves empty) are dead-lettered; `dump` shows them and leaves them; after the
+/// schema is fixed, `retry` brings them back and they apply; `purge` and `topology --delete`
+/// clear the rest.
+async fn dead_letters_and_topology(broker: impl Fn(Option<&str>) -> String) {
+    let dir = Dir::new("dead_letters");
+    let master = TestDb::new(Backend::Sqlite, "cli_dl_master").await;
+    let replica = TestDb::new(Backend::Postgres, "cli_dl_replica").await;
+    create_book(&master, "book", true).await;
+    create_book(&replica, "book", false).await;
+    fill_books(&master, "book", 20).await;
+    use sea_orm::ConnectionTrait;
+    master
+        .db
+        .execute_unprepared("UPDATE book SET title = NULL WHERE id % 4 = 0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let master_config = dir.file(
+        "m.toml",
+        &config_text(&broker(None), &master, &master_section("book")),
+    );
+    let replica_text = format!("{}{}", replica_section("book"), master_section("book"));
+    let replica_config = dir.file(
+        "r.toml",
+        &config_text(&broker(Some("books")), &replica, &replica_text),
+    );
+    let consumer = Consumer::start(&replica_config, &[], &dir).await;
+    run(
+        &master_config,
+        &["sync", "--cqrs-id", "book", "-f", "{}"],
+        b"",
+    )
+    .await
+    .ok();
+    let dump = |extra: &'static [&'static str]| {
+        let replica_config = replica_config.clone();
+        async move {
+            let mut args = vec!["dead-letters", "dump"];
+            args.extend_from_slice(extra);
+            let ran = run(&replica_config, &args, b"").await.ok();
+            ran.lines()
+                .iter()
+                .map(|l| serde_json::from_str::<Json>(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+                .collect::<Vec<_>>()
+        }
+    };
+    wait_until("5 dead letters", Duration::from_secs(30), || async {
+        dump(&[]).await.len() == 5
+    })
+    .await;
+    let letters = dump(&[]).await;
+    for letter in &letters {
+        assert_eq!(letter["reason"], "invalid_data", "{letter}");
+        assert!(
+            letter["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("NOT NULL")),
+            "{letter}"
+        );
+        assert_eq!(letter["cqrs_id"], "book");
+        assert_eq!(letter["body"]["signal_type"], "SYNC");
+        assert!(letter["body"]["instance_data"]["title"].is_null());
+    }
+    let dead: BTreeSet<i64> = letters
+        .iter()
+        .filter_map(|l| l["body"]["instance_pk"].as_i64())
+        .collect();
+    assert_eq!(dead, BTreeSet::from([4, 8, 12, 16, 20]));
+    assert_eq!(dump(&[]).await.len(), 5, "dump takes nothing");
+    assert_eq!(dump(&["--limit", "2"]).await.len(), 2);
+    assert_eq!(dump(&["--cqrs-id", "author"]).await.len(), 0);
+
+    // The operator fixes the schema, restarts the replica, and replays two.
+    let (code, log) = consumer.stop("-TERM").await;
+    assert_eq!(code, 0, "{log}");
+    replica
+        .db
+        .execute_unprepared("ALTER TABLE book ALTER COLUMN title DROP NOT NULL")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let consumer = Consumer::start(&replica_config, &[], &dir).await;
+    let ran = run(
+        &replica_config,
+        &["dead-letters", "retry", "--limit", "2"],
+        b"",
+    )
+    .await
+    .ok();
+    assert!(ran.stderr.contains("Retried: 2"), "{ran:?}");
+    wait_until("17 rows", Duration::from_secs(30), || async {
+        dumped(&replica_config).await.len() == 17
+    })
+    .await;
+    assert_eq!(dump(&[]).await.len(), 3);
+    let (code, log) = consumer.stop("-TERM").await;
+    assert_eq!(code, 0, "{log}");
+
+    // What consume declared, with the three dead letters in it; deleting it is refused
+    // until they are purged.
+    let ran = run(&replica_config, &["topology"], b"").await.ok();
+    let dead_letter_line = ran
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("dead_letter_books"))
+        .unwrap_or_else(|| panic!("{ran:?}"))
+        .to_owned();
+    assert!(dead_letter_line.contains(" 3 "), "{dead_letter_line}");
+    run(&replica_config, &["topology", "--delete"], b"")
+        .await
+        .fails(2, "force");
+    let ran = run(
+        &replica_config,
+        &["dead-letters", "purge", "--cqrs-id", "author"],
+        b"",
+    )
+    .await
+    .ok();
+    assert!(ran.stderr.contains("Purged: 0"), "{ran:?}");
+    let ran = run(&replica_config, &["dead-letters", "purge"], b"")
+        .await
+        .ok();
+    assert!(ran.stderr.contains("Purged: 3"), "{ran:?}");
+    let ran = run(&replica_config, &["topology", "--delete"], b"")
+        .await
+        .ok();
+    assert!(ran.lines().iter().any(|l| l.ends_with("books")), "{ran:?}");
+    let ran = run(&replica_config, &["topology"], b"").await.ok();
+    assert!(!ran.stdout.contains("books"), "{ran:?}");
+    master.cleanup().await;
+    replica.cleanup().await;
+}
+
+#[actix_rt::test]
+async fn dead_letters_and_topology_over_rabbitmq() {
+    let vhost = Vhost::create("cqrs_cli_dl");
+    dead_letters_and_topology(|queue| rabbitmq_broker(&vhost, queue)).await;
+}
+
+#[actix_rt::test]
+async fn dead_letters_and_topology_over_redis() {
+    let space = Space::create("cqrs_cli_dl");
+    dead_letters_and_topology(|queue| redis_broker(&space, queue)).await;
+}
+
+/// A second signal does not wait for the graceful shutdown: here an apply is stuck on a
+/// table the test holds locked, so the first signal's shutdown cannot end by itself.
+#[actix_rt::test]
+async fn a_second_signal_exits_at_once() {
+    use sea_orm::ConnectionTrait;
+    let dir = Dir::new("signals");
+    let vhost = Vhost::create("cqrs_cli_sig");
+    let master = TestDb::new(Backend::Sqlite, "cli_sig_master").await;
+    let replica = TestDb::new(Backend::Sqlite, "cli_sig").await;
+    create_book(&master, "book", false).await;
+    fill_books(&master, "book", 3).await;
+    create_book(&replica, "book", false).await;
+    let master_config = dir.file(
+        "m.toml",
+        &config_text(
+            &rabbitmq_broker(&vhost, None),
+            &master,
+            &master_section("book"),
+        ),
+    );
+    let config = dir.file(
+        "r.toml",
+        &config_text(
+            &rabbitmq_broker(&vhost, Some("books")),
+            &replica,
+            &replica_section("book"),
+        ),
+    );
+    let consumer = Consumer::start(&config, &[], &dir).await;
+    let lock = replica.reconnect().await;
+    lock.execute_unprepared("BEGIN EXCLUSIVE")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    run(
+        &master_config,
+        &["sync", "--cqrs-id", "book", "-f", "{}"],
+        b"",
+    )
+    .await
+    .ok();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, log) = consumer.stop_twice().await;
+    assert_eq!(code, 130, "{log}");
+    assert!(log.contains("SIGINT: exiting now"), "{log}");
+    lock.execute_unprepared("ROLLBACK")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    master.cleanup().await;
+    replica.cleanup().await;
+}
+
+/// The command tree mounted in a service's own binary: its own master table (with its
+/// serializer and outbox) and replica table, in code, on the memory transport.
+#[actix_rt::test]
+async fn the_commands_run_embedded_over_tables_built_in_code() {
+    use cqrs_sync::cli::{Command, SyncArgs, Tools};
+    use cqrs_sync::orm::{MasterTable, Outbox, ReplicaTable};
+    use cqrs_sync::prelude::*;
+    use sea_orm::ConnectionTrait;
+    use support::entities::author;
+
+    let db = TestDb::new(Backend::Sqlite, "cli_embedded").await;
+    db.create(author::Entity).await;
+    let outbox = Outbox::new(db.db.clone());
+    outbox
+        .create_table()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let replica_db = TestDb::new(Backend::Sqlite, "cli_embedded_replica").await;
+    replica_db.create(author::Entity).await;
+    // Systems that connect `memory://<name>` share its broker within one actix system.
+    let config = CqrsConfig::default()
+        .with_url(support::unique("memory://embedded"))
+        .with_queue("embedded");
+    let table =
+        MasterTable::new("author", author::Entity, &outbox).unwrap_or_else(|e| panic!("{e}"));
+    // The service's replica, consuming as it always does.
+    let replica = CqrsSystem::builder()
+        .config(config.clone())
+        .replica(ReplicaModel::new(
+            "author",
+            ReplicaTable::new(replica_db.db.clone(), author::Entity)
+                .unwrap_or_else(|e| panic!("{e}")),
+        ))
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for id in 1..=5 {
+        db.db
+            .execute_unprepared(&format!(
+                "INSERT INTO author (id, name, cqrs_revision, cqrs_updated) \
+                 VALUES ({id}, 'a{id}', 3, '2026-11-30 10:00:00+00:00')"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let tools = Tools::new(config, cqrs_sync::UrlConnector).master_table(&table, db.db.clone());
+    let code = cqrs_sync::cli::run(
+        Command::Sync(SyncArgs {
+            cqrs_id: "author".into(),
+            filter: Some(r#"{"id__gte": 2}"#.into()),
+            queue: None,
+            batch: 2,
+        }),
+        &tools,
+    )
+    .await;
+    assert_eq!(code, 0);
+    replica.wait_idle().await.unwrap_or_else(|e| panic!("{e}"));
+    let rows = replica_db
+        .db
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Sqlite,
+            "SELECT id, cqrs_revision FROM author ORDER BY id",
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<(i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get_by_index(0).unwrap_or_default(),
+                r.try_get_by_index(1).unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![(2, 3), (3, 3), (4, 3), (5, 3)]);
+    let code = cqrs_sync::cli::run(
+        Command::Sync(SyncArgs {
+            cqrs_id: "book".into(),
+            filter: Some("{}".into()),
+            queue: None,
+            batch: 2,
+        }),
+        &tools,
+    )
+    .await;
+    assert_eq!(code, 2, "an unknown id is a usage error");
+    replica.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+    db.cleanup().await;
+    replica_db.cleanup().await;
+}

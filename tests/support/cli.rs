@@ -201,6 +201,26 @@ impl Consumer {
     }
 }
 
+impl Consumer {
+    /// Sends SIGINT twice in a row and waits for the exit code.
+    pub async fn stop_twice(mut self) -> (i32, String) {
+        let mut child = self.child.take().unwrap_or_else(|| panic!("stopped twice"));
+        let pid = child.id().to_string();
+        for _ in 0..2 {
+            let status = Command::new("kill").args(["-INT", &pid]).status();
+            assert!(status.is_ok_and(|s| s.success()), "kill -INT {pid}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let code = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .code()
+            .unwrap_or(-1);
+        (code, self.log())
+    }
+}
+
 impl Drop for Consumer {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
