@@ -111,11 +111,23 @@ pub(super) async fn diff_master(args: DiffMasterArgs, tools: &Tools) -> CliResul
 
 /// `diff-replica`: echoes line 1 with `,<queue>`, then for each line the pks missing here or
 /// at another revision.
+///
+/// Without a configured queue line 1 ends with `None`, as django-cqrs writes it: `diff-sync`
+/// then broadcasts, but django-cqrs 3.1.0's `cqrs_diff_sync` syncs nothing (it runs
+/// `cqrs_sync` without a `queue` option, and every row fails with `KeyError: 'queue'` while the
+/// command exits 0), so the command says so on stderr.
 pub(super) async fn diff_replica(args: BatchArgs, tools: &Tools) -> CliResult {
     let mut lines = Lines::stdin();
     let (first, fields) = read_header(&mut lines).await?;
     let table = tools.replica_table(&fields[0])?;
-    let queue = tools.config().queue().unwrap_or("None");
+    let queue = tools.config().queue().unwrap_or_else(|| {
+        note(
+            "no queue is configured: line 1 ends with `None`, a broadcast for `cqrs diff-sync`; \
+             django-cqrs 3.1.0's cqrs_diff_sync syncs nothing for it (KeyError: 'queue' on \
+             every row), so for it configure this replica's `queue`",
+        );
+        "None"
+    });
     let mut out = Output::stdout();
     out.line(&format!("{first},{queue}"))?;
     let mut progress = Progress::new(format!("diff-replica {}", fields[0]), "rows", None);
