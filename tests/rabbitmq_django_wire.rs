@@ -8,29 +8,23 @@
 //! - a Django replica and a Rust replica bound to one exchange both converge.
 //!
 //! django-cqrs 3.1.0 always uses the virtual host `/`, so each test has its own exchange and
-//! queues there and deletes them at the end.
+//! queues there and deletes them at the end (the helpers are in `tests/support/django.rs`).
 
 #![cfg(feature = "rabbitmq")]
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-
-use actix::Addr;
 use cqrs_orm_adapters::ReplicaTable;
 use cqrs_sync::CqrsSystemExt;
-use cqrs_sync::transport::Declare;
-use cqrs_sync::transports::rabbitmq::{RabbitMqConfig, RabbitMqTransport, Teardown};
 use cqrs_sync::{CqrsConfig, CqrsSystem, JsonObject, MasterModel, ReplicaModel, TransportHandle};
 use cqrs_transports::conformance::run_check;
 use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 use support::db::{Backend, TestDb};
+use support::django::{
+    Django, PATIENCE, Table, declare_queue, normalise, service, teardown, temp_dir, transport,
+    wait_django,
+};
 use support::{unique, wait_until};
 
 /// The Rust replica's table: the Django replica's columns, SeaORM types.
@@ -56,152 +50,6 @@ mod author {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-const PATIENCE: Duration = Duration::from_secs(90);
-const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The virtualenv's python, created on first use by `tests/django_wire/setup-venv.sh` (once per
-/// process; the script's lock file queues other test processes behind the one that builds it),
-/// or `CQRS_DJANGO_PYTHON` when set.
-fn python() -> PathBuf {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON
-        .get_or_init(|| {
-            if let Some(python) = std::env::var_os("CQRS_DJANGO_PYTHON") {
-                return PathBuf::from(python);
-            }
-            let script = root().join("tests/django_wire/setup-venv.sh");
-            let out = Command::new("bash")
-                .arg(&script)
-                .env("CQRS_DJANGO_VENV", root().join("target/django-venv"))
-                .output()
-                .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
-            assert!(
-                out.status.success(),
-                "{} could not create the virtualenv with django-cqrs 3.1.0 (it needs python3 \
-                 and the PyPI registry): {}{}",
-                script.display(),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            root().join("target/django-venv/bin/python")
-        })
-        .clone()
-}
-
-/// One Django process configuration: a role, its database, the exchange and queue.
-struct Django {
-    python: PathBuf,
-    role: &'static str,
-    db: PathBuf,
-    exchange: String,
-    queue: String,
-}
-
-impl Django {
-    fn new(role: &'static str, dir: &Path, exchange: &str, queue: &str) -> Self {
-        let django = Self {
-            python: python(),
-            role,
-            db: dir.join(format!("{role}.sqlite3")),
-            exchange: exchange.to_owned(),
-            queue: queue.to_owned(),
-        };
-        django.run(&["migrate", "--run-syncdb", "-v", "0"]);
-        django
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.python);
-        cmd.arg(root().join("tests/django_wire/manage.py"))
-            .args(args)
-            .env("WIRE_ROLE", self.role)
-            .env("WIRE_DB", &self.db)
-            .env("WIRE_AMQP_URL", AMQP_URL)
-            .env("WIRE_EXCHANGE", &self.exchange)
-            .env("WIRE_QUEUE", &self.queue)
-            .env("PYTHONDONTWRITEBYTECODE", "1");
-        cmd
-    }
-
-    /// Runs a management command and returns its standard output.
-    fn run(&self, args: &[&str]) -> String {
-        let out = self
-            .command(args)
-            .output()
-            .unwrap_or_else(|e| panic!("manage.py {args:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "manage.py {args:?} ({}) failed: {}",
-            self.role,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The author table, normalised.
-    fn table(&self) -> Table {
-        let rows: Vec<Value> = serde_json::from_str(&self.run(&["wire_dump"]))
-            .unwrap_or_else(|e| panic!("wire_dump output: {e}"));
-        rows.iter()
-            .map(|r| normalise(r, r["cqrs_revision"].as_i64().unwrap_or(-1)))
-            .collect()
-    }
-
-    /// Starts `cqrs_consume` in a process group of its own (it forks workers).
-    fn consume(&self) -> Consumer {
-        let child = self
-            .command(&["cqrs_consume", "-w", "1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cqrs_consume: {e}"));
-        Consumer(child)
-    }
-}
-
-/// A running `cqrs_consume`, stopped with its workers on drop.
-struct Consumer(Child);
-
-impl Drop for Consumer {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.0.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        let end = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < end {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.0.wait();
-    }
-}
-
-/// `id -> (name, rating with two decimals, birth date, revision)`.
-type Table = BTreeMap<i64, (String, String, Option<String>, i64)>;
-
-fn normalise(row: &Value, revision: i64) -> (i64, (String, String, Option<String>, i64)) {
-    let rating = match &row["rating"] {
-        Value::String(s) => s.parse::<f64>().unwrap_or(f64::NAN),
-        other => other.as_f64().unwrap_or(f64::NAN),
-    };
-    (
-        row["id"].as_i64().unwrap_or(-1),
-        (
-            row["name"].as_str().unwrap_or_default().to_owned(),
-            format!("{rating:.2}"),
-            row["birth_date"].as_str().map(str::to_owned),
-            revision,
-        ),
-    )
-}
-
 /// The SeaORM replica's rows, normalised like the Django tables.
 async fn rust_table(db: &TestDb) -> Table {
     author::Entity::find()
@@ -223,38 +71,9 @@ async fn rust_table(db: &TestDb) -> Table {
         .collect()
 }
 
-/// A Rust service's configuration: the test's exchange in the virtual host `/`.
-fn service(exchange: &str) -> CqrsConfig {
-    CqrsConfig::default()
-        .with_url(format!("{AMQP_URL}/%2f?connection_name=cqrs-wire"))
-        .with_exchange(exchange)
-}
-
 /// The configuration of a system on `transport` (built by [`transport`]).
 fn on(transport: &TransportHandle) -> CqrsConfig {
     service(transport.exchange().unwrap_or("cqrs"))
-}
-
-/// A Rust transport on the test's exchange in the virtual host `/`.
-async fn transport(exchange: &str) -> (TransportHandle, Addr<RabbitMqTransport>) {
-    let config =
-        RabbitMqConfig::from_cqrs_config(&service(exchange)).unwrap_or_else(|e| panic!("{e}"));
-    RabbitMqTransport::connect(config)
-        .await
-        .unwrap_or_else(|e| panic!("RabbitMQ on 127.0.0.1:5672: {e}"))
-}
-
-/// Declares a Django replica's queue as django-cqrs does (same arguments, so the declarations
-/// agree), so that it exists before anything is published and is deleted by the teardown.
-async fn declare_django_queue(transport: &TransportHandle, queue: &str) {
-    transport
-        .declare(Declare {
-            queue: queue.to_owned(),
-            dead_letter_queue: format!("dead_letter_{queue}"),
-            cqrs_ids: vec!["author".into()],
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A Rust replica of `author` on `queue`, applying into a SQLite table through SeaORM.
@@ -275,35 +94,6 @@ async fn rust_replica(transport: &TransportHandle, queue: &str) -> (CqrsSystem, 
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     (system, db)
-}
-
-async fn teardown(addr: &Addr<RabbitMqTransport>) {
-    addr.send(Teardown { exchange: true })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("teardown: {e}"));
-}
-
-/// Polls the Django replica's table off the runtime until it equals `expected`.
-async fn wait_django(django: &Django, expected: &Table) {
-    let end = Instant::now() + PATIENCE;
-    loop {
-        let got = django.table();
-        if &got == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < end,
-            "the Django replica did not converge within {PATIENCE:?}:\n got {got:?}\nwant {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(unique(name));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    dir
 }
 
 #[actix_rt::test]
@@ -363,7 +153,7 @@ async fn a_rust_master_feeds_a_django_replica() {
     let (t, addr) = transport(&exchange).await;
     run_check(
         async {
-            declare_django_queue(&t, &dj_queue).await;
+            declare_queue(&t, &dj_queue).await;
             let _consumer = django.consume();
             let master = CqrsSystem::builder()
                 .config(on(&t))
@@ -441,7 +231,7 @@ async fn a_django_and_a_rust_replica_on_one_exchange_both_converge() {
     let (t, addr) = transport(&exchange).await;
     run_check(
         async {
-            declare_django_queue(&t, &dj_queue).await;
+            declare_queue(&t, &dj_queue).await;
             let _consumer = dj_replica.consume();
             let (replica, table) = rust_replica(&t, &rust_queue).await;
             master.run(&["wire_master", "before"]);

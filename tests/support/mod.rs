@@ -4,6 +4,8 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod db;
+#[cfg(feature = "rabbitmq")]
+pub mod django;
 pub mod entities;
 pub mod faults;
 pub mod hostile;
