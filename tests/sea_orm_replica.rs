@@ -33,6 +33,7 @@ on_each_db!(
     hooks_replace_the_default_writes,
     tombstones_off_and_on,
     batches_match_the_rules_one_by_one,
+    large_batches_write_what_small_ones_write,
     a_failing_event_is_isolated_from_its_batch,
     only_direct_syncs_both_ways,
     data_errors_dead_letter_at_once_and_missing_parents_retry,
@@ -475,6 +476,133 @@ async fn batches_match_the_rules_one_by_one(backend: Backend) {
         );
     }
     t.cleanup().await;
+}
+
+/// A batch too large for one `VALUES` statement (PostgreSQL writes it as one array per column)
+/// stores exactly what batches of 100 store: every column kind, NULLs, and text that means
+/// something in an array literal or SQL (quotes, backslashes, braces, commas, `NULL`).
+async fn large_batches_write_what_small_ones_write(backend: Backend) {
+    let (large, large_table) = setup(backend, "large").await;
+    let (small, small_table) = setup(backend, "small").await;
+    let texts = [
+        "plain",
+        "",
+        "NULL",
+        "null",
+        "a \"quoted\" word",
+        "back\\slash",
+        "{braces}",
+        "a,b",
+        "tab\tand\nnewline",
+        "ünïcödé ✓",
+        "' OR 1=1 --",
+    ];
+    let row = |id: i64, revision: i64| {
+        let n = usize::try_from(id).unwrap_or_default();
+        let mut d = data(id, revision, texts[n % texts.len()]);
+        let null_every = |k: usize, v: Value| if n % k == 0 { Value::Null } else { v };
+        for (key, value) in [
+            // Unique in the table.
+            (
+                "isbn",
+                null_every(3, json!(format!("{}{n}", texts[(n + 3) % texts.len()]))),
+            ),
+            (
+                "price",
+                null_every(4, json!(format!("{}.{:02}", n, n % 100))),
+            ),
+            (
+                "published",
+                null_every(
+                    5,
+                    json!(format!("19{:02}-0{}-1{}", n % 100, n % 9 + 1, n % 10)),
+                ),
+            ),
+            (
+                "rating",
+                null_every(
+                    6,
+                    json!(f64::from(u32::try_from(n).unwrap_or(0)) / 7.0 - 100.0),
+                ),
+            ),
+            ("active", null_every(7, json!(n % 2 == 0))),
+            (
+                "code",
+                null_every(8, json!(format!("a0eebc99-9c0b-4ef8-bb6d-{n:012}"))),
+            ),
+            (
+                "extra",
+                null_every(
+                    9,
+                    json!({"n": n, "text": texts[n % texts.len()], "list": [1, "two", null]}),
+                ),
+            ),
+            (
+                "stamped",
+                null_every(
+                    10,
+                    json!(format!("2026-11-27 18:29:{:02}.{:06}+00:00", n % 60, n)),
+                ),
+            ),
+            (
+                "naive",
+                null_every(11, json!(format!("2026-11-27 18:{:02}:46+00:00", n % 60))),
+            ),
+            (
+                "at",
+                null_every(12, json!(format!("10:{:02}:30.{:06}", n % 60, n % 1000))),
+            ),
+        ] {
+            d.insert(key.into(), value);
+        }
+        d
+    };
+    // 13 columns: more than 2,307 rows of one kind of write do not fit one `VALUES` statement
+    // (30,000 values). 7,500 rows make each of the second batch's three thirds larger.
+    let first: Vec<ReplicaEvent> = (1..=7_500)
+        .map(|id| event(SignalType::Save, row(id, 1)))
+        .collect();
+    // Then: newer SAVEs of some rows, stale ones of others, SYNCs that may go down.
+    let second: Vec<ReplicaEvent> = (1..=7_500)
+        .map(|id| match id % 3 {
+            0 => event(SignalType::Save, row(id + 1, 2)),
+            1 => event(SignalType::Save, row(id, 0)),
+            _ => event(SignalType::Sync, row(id, 0)),
+        })
+        .collect();
+    for events in [&first, &second] {
+        let got = large_table.apply_batch(events).await;
+        let mut want = Vec::new();
+        for chunk in events.chunks(100) {
+            want.extend(small_table.apply_batch(chunk).await);
+        }
+        let got: Vec<Applied> = got
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        let want: Vec<Applied> = want
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        assert_eq!(got, want);
+    }
+    let rows = |db: &TestDb| {
+        let db = db.db.clone();
+        async move {
+            book::Entity::find()
+                .order_by_asc(book::Column::Id)
+                .all(&db)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    let (got, want) = (rows(&large).await, rows(&small).await);
+    assert_eq!(got.len(), 7_501);
+    assert_eq!(got, want);
+    let quoted = got.iter().find(|r| r.title == "a \"quoted\" word");
+    assert!(quoted.is_some(), "text survives as it was");
+    large.cleanup().await;
+    small.cleanup().await;
 }
 
 async fn a_failing_event_is_isolated_from_its_batch(backend: Backend) {

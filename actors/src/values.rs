@@ -127,6 +127,10 @@ pub fn parse_datetime(text: &str) -> Result<DateTime<Utc>, ValueError> {
         return Ok(dt.with_timezone(&Utc));
     }
     let normalized = s.replacen(' ', "T", 1);
+    // Python's `str()` form with its space made a `T`: RFC 3339, the fast parser.
+    if let Ok(dt) = DateTime::parse_from_rfc3339(&normalized) {
+        return Ok(dt.with_timezone(&Utc));
+    }
     for fmt in [
         "%Y-%m-%dT%H:%M:%S%.f%:z",
         "%Y-%m-%dT%H:%M:%S%.f%z",
@@ -160,7 +164,9 @@ pub fn format_date(date: &NaiveDate) -> String {
 /// part), since some serializers send dates that way.
 pub fn date_from_value(value: &Value) -> Result<NaiveDate, ValueError> {
     let s = as_str(value, "a date string")?;
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+    // `FromStr` reads `YYYY-MM-DD` without interpreting a format string each time.
+    s.parse::<NaiveDate>()
+        .or_else(|_| NaiveDate::parse_from_str(s, "%Y-%m-%d"))
         .or_else(|_| parse_datetime(s).map(|dt| dt.date_naive()))
         .map_err(|_| ValueError::new("a date (YYYY-MM-DD)", value))
 }

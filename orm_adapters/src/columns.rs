@@ -82,6 +82,8 @@ pub(crate) struct Column {
     pub(crate) name: String,
     pub(crate) kind: Kind,
     pub(crate) nullable: bool,
+    /// A database enum read as text: PostgreSQL assigns no text to it without a cast.
+    pub(crate) enumerated: bool,
 }
 
 impl Column {
@@ -241,6 +243,7 @@ pub(crate) fn columns_of<E: EntityTrait>() -> Result<Vec<Column>> {
                 name,
                 kind,
                 nullable: def.is_null(),
+                enumerated: matches!(def.get_column_type(), ColumnType::Enum { .. }),
             })
         })
         .collect()
@@ -311,6 +314,7 @@ mod tests {
             name: "c".into(),
             kind,
             nullable,
+            enumerated: false,
         }
     }
 

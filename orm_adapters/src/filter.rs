@@ -358,6 +358,7 @@ mod tests {
             name: name.into(),
             kind,
             nullable,
+            enumerated: false,
         };
         vec![
             col("id", Kind::BigInt, false),

@@ -78,6 +78,7 @@ pub(crate) async fn describe(db: &DatabaseConnection, table: &str) -> Result<Tab
             name: d.name.clone(),
             kind,
             nullable: d.nullable && !d.primary,
+            enumerated: d.ty == "enum" || d.ty.starts_with("enum("),
         });
     }
     let pk = match pks.as_slice() {

@@ -90,8 +90,8 @@ impl Query {
         self.values.push(value);
         match self.dialect {
             Dialect::Postgres => {
-                self.sql.push('$');
-                self.sql.push_str(&self.values.len().to_string());
+                use std::fmt::Write as _;
+                let _ = write!(self.sql, "${}", self.values.len());
             }
             Dialect::MySql | Dialect::Sqlite => self.sql.push('?'),
         }

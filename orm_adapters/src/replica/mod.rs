@@ -19,6 +19,7 @@ use crate::sql::Dialect;
 use crate::tombstones::Tombstones;
 
 mod apply;
+mod pg_arrays;
 mod tools;
 
 /// A user hook: runs inside the batch's transaction instead of the default write.
@@ -346,17 +347,27 @@ impl ReplicaTable {
             let pk = pk_column.to_db(id)?;
             return base(pk, envelope.instance_data.clone(), Vec::new());
         }
-        let data = self.map(&envelope.instance_data)?;
-        let mut row = Vec::with_capacity(data.len());
+        let found = self.column_values(&envelope.instance_data)?;
+        let mut row = Vec::with_capacity(found.len());
         let mut missing = Vec::new();
-        for (i, column) in self.columns.iter().enumerate() {
-            match data.get(&column.name) {
+        for (i, (column, value)) in self.columns.iter().zip(&found).enumerate() {
+            match value {
                 Some(v) => row.push((i, column.to_db(v)?)),
                 None if column.nullable => {}
                 None => missing.push(column.name.as_str()),
             }
         }
-        if data.get(&pk_column.name).is_none_or(Json::is_null) {
+        // Only hooks see the mapped data: the default write needs the converted row alone.
+        let data = if self.hooks.any() {
+            self.columns
+                .iter()
+                .zip(&found)
+                .filter_map(|(c, v)| v.map(|v| (c.name.clone(), v.clone())))
+                .collect()
+        } else {
+            JsonObject::new()
+        };
+        if found[self.pk].is_none_or(Json::is_null) {
             return Err(Error::invalid_data(format!(
                 "CQRS PK is not provided: {:?} is missing",
                 pk_column.name
@@ -387,9 +398,10 @@ impl ReplicaTable {
         base(pk, data, row)
     }
 
-    /// `instance_data` by replica column: mapped, or filtered to known columns.
-    fn map(&self, data: &JsonObject) -> Result<JsonObject> {
-        let mut out = JsonObject::new();
+    /// Each column's value in `instance_data`: through the mapping (every mapped key
+    /// required), or by renamed key or column name.
+    fn column_values<'a>(&self, data: &'a JsonObject) -> Result<Vec<Option<&'a Json>>> {
+        let mut out: Vec<Option<&Json>> = vec![None; self.columns.len()];
         match &self.mapping {
             Some(mapping) => {
                 for (key, index) in mapping.iter() {
@@ -398,11 +410,11 @@ impl ReplicaTable {
                             "bad master-replica mapping: master key {key:?} is missing"
                         ))
                     })?;
-                    out.insert(self.columns[*index].name.clone(), value.clone());
+                    out[*index] = Some(value);
                 }
-                for key in ["cqrs_revision", "cqrs_updated"] {
-                    if let Some(v) = data.get(key) {
-                        out.insert(key.to_owned(), v.clone());
+                for (i, column) in self.columns.iter().enumerate() {
+                    if matches!(column.name.as_str(), "cqrs_revision" | "cqrs_updated") {
+                        out[i] = data.get(&column.name);
                     }
                 }
             }
@@ -413,9 +425,7 @@ impl ReplicaTable {
                         .as_ref()
                         .and_then(|r| r.iter().find(|(_, c)| *c == i))
                         .and_then(|(key, _)| data.get(key));
-                    if let Some(v) = renamed.or_else(|| data.get(&column.name)) {
-                        out.insert(column.name.clone(), v.clone());
-                    }
+                    out[i] = renamed.or_else(|| data.get(&column.name));
                 }
             }
         }
