@@ -57,8 +57,9 @@ pub mod orm {
     #[cfg(feature = "migration")]
     pub use cqrs_orm_adapters::migration;
     pub use cqrs_orm_adapters::{
-        Dispatch, Hook, MasterTable, MetaInput, Outbox, ReplicaTable, RowChange, Serializer,
-        Tombstones, db_error, to_json,
+        Dispatch, Filter, Hook, MasterRow, MasterSource, MasterTable, MasterView, MetaInput,
+        Outbox, ReplicaTable, RowChange, RowPage, Serializer, SyncPage, Tombstones, db_error,
+        to_json,
     };
 }
 

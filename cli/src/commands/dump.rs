@@ -1,7 +1,10 @@
 //! `bulk-dump` and `bulk-load` (django-cqrs `cqrs_bulk_dump`, `cqrs_bulk_load`).
 
+use std::collections::VecDeque;
+
 use cqrs_actors::{Applied, JsonObject};
 use cqrs_orm_adapters::Filter;
+use cqrs_orm_adapters::ReplicaTable;
 use serde_json::Value as Json;
 
 use crate::args::{BulkDumpArgs, BulkLoadArgs};
@@ -63,6 +66,10 @@ pub(super) async fn bulk_load(args: BulkLoadArgs, tools: &Tools) -> CliResult {
     let mut counts = LoadCounts::default();
     let mut batch: Vec<(u64, JsonObject)> = Vec::new();
     let batch_size = usize::try_from(args.batch).unwrap_or(usize::MAX);
+    // Batches apply in their own transactions while the next ones are read: the database
+    // and the parsing overlap. A dump holds each row once; rows repeated across batches in
+    // flight still end at the highest revision (the upsert is guarded in SQL).
+    let mut in_flight: VecDeque<Loading> = VecDeque::new();
     while let Some(line) = lines.next().await? {
         if line.trim().is_empty() {
             continue;
@@ -73,12 +80,18 @@ pub(super) async fn bulk_load(args: BulkLoadArgs, tools: &Tools) -> CliResult {
             Err(e) => counts.failed(lines.number, &format!("dump line can't be parsed: {e}")),
         }
         if batch.len() >= batch_size {
-            progress.add(batch.len() as u64);
-            load_batch(table, cqrs_id, std::mem::take(&mut batch), &mut counts).await;
+            if in_flight.len() >= IN_FLIGHT {
+                finish(&mut in_flight, &mut counts, &mut progress).await?;
+            }
+            in_flight.push_back(start(table, cqrs_id, std::mem::take(&mut batch)));
         }
     }
-    progress.add(batch.len() as u64);
-    load_batch(table, cqrs_id, batch, &mut counts).await;
+    if !batch.is_empty() {
+        in_flight.push_back(start(table, cqrs_id, batch));
+    }
+    while !in_flight.is_empty() {
+        finish(&mut in_flight, &mut counts, &mut progress).await?;
+    }
     progress.finish();
     note(&format!(
         "Done!\n{} instance(s) loaded.\n{} instance(s) skipped (not newer than the stored row).\n{} line(s) failed.",
@@ -109,17 +122,35 @@ impl LoadCounts {
     }
 }
 
-async fn load_batch(
-    table: &cqrs_orm_adapters::ReplicaTable,
-    cqrs_id: &str,
-    batch: Vec<(u64, JsonObject)>,
-    counts: &mut LoadCounts,
-) {
-    if batch.is_empty() {
-        return;
-    }
+/// Batches applying at once (each holds a connection of the pool).
+const IN_FLIGHT: usize = 3;
+
+/// A batch on its way: its line numbers and the task applying it.
+type Loading = (
+    Vec<u64>,
+    tokio::task::JoinHandle<Vec<cqrs_actors::Result<Applied>>>,
+);
+
+fn start(table: &ReplicaTable, cqrs_id: &str, batch: Vec<(u64, JsonObject)>) -> Loading {
     let (numbers, rows): (Vec<u64>, Vec<JsonObject>) = batch.into_iter().unzip();
-    let results = table.load(cqrs_id, rows).await;
+    let (table, cqrs_id) = (table.clone(), cqrs_id.to_owned());
+    let task = actix_rt::spawn(async move { table.load(&cqrs_id, rows).await });
+    (numbers, task)
+}
+
+/// Waits for the oldest batch and counts its rows.
+async fn finish(
+    in_flight: &mut VecDeque<Loading>,
+    counts: &mut LoadCounts,
+    progress: &mut Progress,
+) -> CliResult {
+    let Some((numbers, task)) = in_flight.pop_front() else {
+        return Ok(());
+    };
+    let results = task.await.map_err(|e| {
+        CliError::Runtime(cqrs_actors::Error::handler(format!("loading a batch: {e}")))
+    })?;
+    progress.add(numbers.len() as u64);
     for (line, result) in numbers.into_iter().zip(results) {
         match result {
             Ok(Applied::Skipped(_)) => counts.skipped += 1,
@@ -127,4 +158,5 @@ async fn load_batch(
             Err(e) => counts.failed(line, &format!("instance can't be saved: {e}")),
         }
     }
+    Ok(())
 }
