@@ -32,13 +32,17 @@ impl Progress {
         let bar = tty.then(|| {
             let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
             let template = if total.is_some() {
-                "{msg} [{bar:30}] {human_pos}/{human_len} {unit} {per_sec} ETA {eta}"
+                "{msg} [{bar:30}] {human_pos}/{human_len} {unit} {rate} ETA {eta}"
             } else {
-                "{msg} {human_pos} {unit} {per_sec} {elapsed}"
+                "{msg} {human_pos} {unit} {rate} {elapsed}"
             };
             let template = template.replace("{unit}", unit);
             if let Ok(style) = ProgressStyle::with_template(&template) {
-                bar.set_style(style.progress_chars("=> "));
+                // A whole rate: `{per_sec}` prints four decimals.
+                let rate = move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} {unit}/s", state.per_sec());
+                };
+                bar.set_style(style.progress_chars("=> ").with_key("rate", rate));
             }
             bar.set_message(what.clone());
             bar
