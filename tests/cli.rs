@@ -6,7 +6,7 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value as Json;
@@ -65,6 +65,51 @@ async fn dumped(config: &Path) -> Vec<Json> {
 
 fn ids(rows: &[Json]) -> BTreeSet<i64> {
     rows.iter().filter_map(|r| r["id"].as_i64()).collect()
+}
+
+/// A master and a replica database with a `book` table each (`title` nullable on the master
+/// when `title_null`), `rows` books on the master, and their configuration files: the
+/// master's with `[masters.book]`; the replica's on queue `books` with `[replicas.book]` and,
+/// to compare tables with `dumped`, `[masters.book]` over its own table.
+struct Sides {
+    master: TestDb,
+    replica: TestDb,
+    master_config: PathBuf,
+    replica_config: PathBuf,
+}
+
+async fn sides(
+    dir: &Dir,
+    (master_backend, replica_backend): (Backend, Backend),
+    broker: &dyn Fn(Option<&str>) -> String,
+    rows: u64,
+    title_null: bool,
+) -> Sides {
+    let master = TestDb::new(master_backend, "cli_master").await;
+    let replica = TestDb::new(replica_backend, "cli_replica").await;
+    create_book(&master, "book", title_null).await;
+    create_book(&replica, "book", false).await;
+    fill_books(&master, "book", rows).await;
+    let master_config = dir.file(
+        "m.toml",
+        &config_text(&broker(None), &master, &master_section("book")),
+    );
+    let replica_text = format!("{}{}", replica_section("book"), master_section("book"));
+    let replica_config = dir.file(
+        "r.toml",
+        &config_text(&broker(Some("books")), &replica, &replica_text),
+    );
+    Sides {
+        master,
+        replica,
+        master_config,
+        replica_config,
+    }
+}
+
+fn memory_broker(queue: Option<&str>) -> String {
+    let queue = queue.map_or_else(String::new, |q| format!("queue = \"{q}\""));
+    format!("url = \"memory://\"\n{queue}")
 }
 
 #[actix_rt::test]
@@ -262,18 +307,19 @@ async fn tables_are_read_from_each_database() {
 #[actix_rt::test]
 async fn dump_and_load_round_trip_100_000_rows() {
     let dir = Dir::new("roundtrip");
-    let master = TestDb::new(Backend::Postgres, "cli_dump_master").await;
-    let replica = TestDb::new(Backend::MySql, "cli_dump_replica").await;
-    create_book(&master, "book", false).await;
-    create_book(&replica, "book", false).await;
-    fill_books(&master, "book", 100_000).await;
-    let broker = "url = \"memory://\"\nqueue = \"q\"";
-    let master_config = dir.file(
-        "m.toml",
-        &config_text(broker, &master, &master_section("book")),
-    );
-    let replica_text = format!("{}{}", replica_section("book"), master_section("book"));
-    let replica_config = dir.file("r.toml", &config_text(broker, &replica, &replica_text));
+    let Sides {
+        master,
+        replica,
+        master_config,
+        replica_config,
+    } = sides(
+        &dir,
+        (Backend::Postgres, Backend::MySql),
+        &memory_broker,
+        100_000,
+        false,
+    )
+    .await;
     let file = dir.path("book.dump").display().to_string();
 
     let ran = run(
@@ -353,28 +399,19 @@ async fn dump_and_load_round_trip_100_000_rows() {
 async fn sync_by_filter_reaches_a_standalone_replica_over_rabbitmq() {
     let dir = Dir::new("sync");
     let vhost = Vhost::create("cqrs_cli_sync");
-    let master = TestDb::new(Backend::MySql, "cli_sync_master").await;
-    let replica = TestDb::new(Backend::Sqlite, "cli_sync_replica").await;
-    create_book(&master, "book", false).await;
-    create_book(&replica, "book", false).await;
-    fill_books(&master, "book", 250).await;
-    let master_config = dir.file(
-        "m.toml",
-        &config_text(
-            &rabbitmq_broker(&vhost, None),
-            &master,
-            &master_section("book"),
-        ),
-    );
-    let replica_text = format!("{}{}", replica_section("book"), master_section("book"));
-    let replica_config = dir.file(
-        "r.toml",
-        &config_text(
-            &rabbitmq_broker(&vhost, Some("books")),
-            &replica,
-            &replica_text,
-        ),
-    );
+    let Sides {
+        master,
+        replica,
+        master_config,
+        replica_config,
+    } = sides(
+        &dir,
+        (Backend::MySql, Backend::Sqlite),
+        &|queue| rabbitmq_broker(&vhost, queue),
+        250,
+        false,
+    )
+    .await;
     let consumer = Consumer::start(&replica_config, &["-w", "2"], &dir).await;
 
     let expect = |filter: &'static str, expected: BTreeSet<i64>, extra: &'static [&'static str]| {
@@ -459,28 +496,19 @@ async fn sync_by_filter_reaches_a_standalone_replica_over_rabbitmq() {
 async fn the_diff_pipelines_make_the_replica_equal_over_redis() {
     let dir = Dir::new("diff");
     let space = Space::create("cqrs_cli_diff");
-    let master = TestDb::new(Backend::Postgres, "cli_diff_master").await;
-    let replica = TestDb::new(Backend::MySql, "cli_diff_replica").await;
-    create_book(&master, "book", false).await;
-    create_book(&replica, "book", false).await;
-    fill_books(&master, "book", 2_500).await;
-    let master_config = dir.file(
-        "m.toml",
-        &config_text(
-            &redis_broker(&space, None),
-            &master,
-            &master_section("book"),
-        ),
-    );
-    let replica_text = format!("{}{}", replica_section("book"), master_section("book"));
-    let replica_config = dir.file(
-        "r.toml",
-        &config_text(
-            &redis_broker(&space, Some("books")),
-            &replica,
-            &replica_text,
-        ),
-    );
+    let Sides {
+        master,
+        replica,
+        master_config,
+        replica_config,
+    } = sides(
+        &dir,
+        (Backend::Postgres, Backend::MySql),
+        &|queue| redis_broker(&space, queue),
+        2_500,
+        false,
+    )
+    .await;
     // The replica starts from a dump, then drifts: stale revisions, lost rows, rows the
     // master deleted.
     let file = dir.path("book.dump").display().to_string();
@@ -609,26 +637,25 @@ async fn the_diff_pipelines_make_the_replica_equal_over_redis() {
 /// clear the rest.
 async fn dead_letters_and_topology(broker: impl Fn(Option<&str>) -> String) {
     let dir = Dir::new("dead_letters");
-    let master = TestDb::new(Backend::Sqlite, "cli_dl_master").await;
-    let replica = TestDb::new(Backend::Postgres, "cli_dl_replica").await;
-    create_book(&master, "book", true).await;
-    create_book(&replica, "book", false).await;
-    fill_books(&master, "book", 20).await;
+    let Sides {
+        master,
+        replica,
+        master_config,
+        replica_config,
+    } = sides(
+        &dir,
+        (Backend::Sqlite, Backend::Postgres),
+        &broker,
+        20,
+        true,
+    )
+    .await;
     use sea_orm::ConnectionTrait;
     master
         .db
         .execute_unprepared("UPDATE book SET title = NULL WHERE id % 4 = 0")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let master_config = dir.file(
-        "m.toml",
-        &config_text(&broker(None), &master, &master_section("book")),
-    );
-    let replica_text = format!("{}{}", replica_section("book"), master_section("book"));
-    let replica_config = dir.file(
-        "r.toml",
-        &config_text(&broker(Some("books")), &replica, &replica_text),
-    );
     let consumer = Consumer::start(&replica_config, &[], &dir).await;
     run(
         &master_config,

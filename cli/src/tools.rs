@@ -187,6 +187,16 @@ impl Tools {
             .ok_or_else(|| CliError::usage("the configuration names no queue (`queue = \"...\"`)"))
     }
 
+    /// The replica queue and its dead-letter queue, or a usage error when there is no queue.
+    pub fn queues(&self) -> CliResult<(String, String)> {
+        let queue = self.queue()?.to_owned();
+        let dead_letters = self
+            .config
+            .dead_letter_queue()
+            .ok_or_else(|| CliError::usage("the configuration names no dead-letter queue"))?;
+        Ok((queue, dead_letters))
+    }
+
     /// A system that consumes the given replica ids (none: a publishing system only, with the
     /// master tables registered).
     pub(crate) async fn start_system(

@@ -20,11 +20,7 @@ use crate::tools::Tools;
 const DEFAULT_RETRY_TTL: Duration = Duration::from_secs(86_400);
 
 pub(super) async fn dead_letters(args: DeadLettersArgs, tools: &Tools) -> CliResult {
-    let queue = tools.queue()?.to_owned();
-    let dead_letter_queue = tools
-        .config()
-        .dead_letter_queue()
-        .unwrap_or_else(|| format!("dead_letter_{queue}"));
+    let (queue, dead_letter_queue) = tools.queues()?;
     let transport = tools.connect().await?;
     match args.action {
         DeadLetterAction::Dump(which) => {

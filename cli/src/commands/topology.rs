@@ -9,11 +9,7 @@ use crate::io::{Output, note};
 use crate::tools::Tools;
 
 pub(super) async fn topology(args: TopologyArgs, tools: &Tools) -> CliResult {
-    let queue = tools.queue()?.to_owned();
-    let dead_letter_queue = tools
-        .config()
-        .dead_letter_queue()
-        .unwrap_or_else(|| format!("dead_letter_{queue}"));
+    let (queue, dead_letter_queue) = tools.queues()?;
     let transport = tools.connect().await?;
     let mut out = Output::stdout();
     if args.delete {
