@@ -187,38 +187,36 @@ impl Consumer {
 
     /// Sends `signal` (`-TERM`, `-INT`) and waits for the exit code.
     pub async fn stop(mut self, signal: &str) -> (i32, String) {
-        let mut child = self.child.take().unwrap_or_else(|| panic!("stopped twice"));
+        let child = self.child.take().unwrap_or_else(|| panic!("stopped twice"));
         let pid = child.id().to_string();
         let status = Command::new("kill").args([signal, &pid]).status();
         assert!(status.is_ok_and(|s| s.success()), "kill {signal} {pid}");
-        let code = tokio::task::spawn_blocking(move || child.wait())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|e| panic!("{e}"))
-            .code()
-            .unwrap_or(-1);
-        (code, self.log())
+        (exit_code(child).await, self.log())
     }
 }
 
 impl Consumer {
     /// Sends SIGINT twice in a row and waits for the exit code.
     pub async fn stop_twice(mut self) -> (i32, String) {
-        let mut child = self.child.take().unwrap_or_else(|| panic!("stopped twice"));
+        let child = self.child.take().unwrap_or_else(|| panic!("stopped twice"));
         let pid = child.id().to_string();
         for _ in 0..2 {
             let status = Command::new("kill").args(["-INT", &pid]).status();
             assert!(status.is_ok_and(|s| s.success()), "kill -INT {pid}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let code = tokio::task::spawn_blocking(move || child.wait())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|e| panic!("{e}"))
-            .code()
-            .unwrap_or(-1);
-        (code, self.log())
+        (exit_code(child).await, self.log())
     }
+}
+
+/// Waits for `child` on a thread (the test's runtime goes on) and answers its exit code.
+async fn exit_code(mut child: Child) -> i32 {
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .code()
+        .unwrap_or(-1)
 }
 
 impl Drop for Consumer {

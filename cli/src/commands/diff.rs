@@ -5,7 +5,7 @@
 
 use serde_json::Value as Json;
 
-use super::sync::Syncer;
+use super::sync::{Syncer, conclude};
 use super::{bad_line, parse_filter};
 use crate::args::{BatchArgs, DiffMasterArgs, DiffSyncArgs};
 use crate::error::{CliError, CliResult};
@@ -185,14 +185,7 @@ pub(super) async fn diff_sync(args: DiffSyncArgs, tools: &Tools) -> CliResult {
         Ok::<_, CliError>((synced, processed))
     }
     .await;
-    progress.finish();
-    let shutdown = system.shutdown().await;
-    let (synced, processed) = result?;
-    shutdown?;
-    note(&format!(
-        "Done!\n{synced} instance(s) synced.\n{processed} instance(s) processed."
-    ));
-    Ok(())
+    conclude(system, &progress, result).await
 }
 
 /// `deleted-diff-replica`: line 1 `<cqrs id>,<now>`, then one line of this replica's pks per

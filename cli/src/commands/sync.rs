@@ -33,9 +33,25 @@ pub(super) async fn sync(args: SyncArgs, tools: &Tools) -> CliResult {
     let result = Syncer::new(&source, &system, args.queue.as_deref(), args.batch)
         .run(&filter, &mut progress)
         .await;
+    conclude(system, &progress, result).await
+}
+
+/// Ends a SYNC run: waits until the broker confirmed every SYNC (those of a master table with
+/// an outbox are confirmed once its relay sent them), shuts the system down, prints the
+/// summary.
+pub(super) async fn conclude(
+    system: CqrsSystem,
+    progress: &Progress,
+    result: CliResult<(u64, u64)>,
+) -> CliResult {
+    let flushed = match &result {
+        Ok(_) => system.flush().await.map_err(CliError::from),
+        Err(_) => Ok(()),
+    };
     progress.finish();
     let shutdown = system.shutdown().await;
     let (synced, processed) = result?;
+    flushed?;
     shutdown?;
     note(&format!(
         "Done!\n{synced} instance(s) synced.\n{processed} instance(s) processed."
@@ -43,10 +59,9 @@ pub(super) async fn sync(args: SyncArgs, tools: &Tools) -> CliResult {
     Ok(())
 }
 
-/// Pages through a filter, publishing SYNCs, and waits for the broker at the end.
+/// Pages through a filter, publishing SYNCs ([`conclude`] waits for the broker).
 pub(super) struct Syncer<'a> {
     source: &'a Arc<dyn MasterSource>,
-    system: &'a CqrsSystem,
     publisher: Publisher,
     queue: Option<&'a str>,
     batch: u64,
@@ -61,15 +76,14 @@ impl<'a> Syncer<'a> {
     ) -> Self {
         Self {
             source,
-            system,
             publisher: system.publisher(),
             queue,
             batch,
         }
     }
 
-    /// Syncs every row `filter` selects; answers (synced, processed) once the broker
-    /// confirmed them all.
+    /// Syncs every row `filter` selects; answers (synced, processed). The SYNCs of a master
+    /// view are confirmed page by page; those through an outbox at [`conclude`].
     pub(super) async fn run(
         &self,
         filter: &Filter,
@@ -95,8 +109,6 @@ impl<'a> Syncer<'a> {
                 None => break,
             }
         }
-        // SYNCs that went through an outbox are confirmed once the relay sent them.
-        self.system.flush().await?;
         Ok((synced, processed))
     }
 }
