@@ -9,11 +9,13 @@ pub mod django;
 pub mod entities;
 pub mod faults;
 pub mod hostile;
+pub mod http;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod scenarios;
+pub mod services;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
