@@ -15,7 +15,7 @@
 //! Settings (environment, or the TOML file `CQRS_CONFIG` names; see
 //! `examples/service/settings.rs`): `CQRS_URL` (`amqp://...` or `redis://...`, required),
 //! `CQRS_EXCHANGE` (default `cqrs`), `DATABASE_URL` (`postgres://...` or `sqlite://...`,
-//! default `sqlite://master.sqlite3?mode=rwc`), `HTTP_ADDR` (default `127.0.0.1:8000`),
+//! default `sqlite://master.db?mode=rwc`), `HTTP_ADDR` (default `127.0.0.1:8000`),
 //! `RUST_LOG` (default `info`). The tables and the outbox are created at start if missing.
 //! SIGTERM or Ctrl-C stops the HTTP server, sends what is left in the outbox and exits.
 //!
@@ -98,7 +98,7 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), Box<dyn Error>> {
     let settings = Settings::load(Defaults {
-        database_url: "sqlite://master.sqlite3?mode=rwc",
+        database_url: "sqlite://master.db?mode=rwc",
         http_addr: "127.0.0.1:8000",
     })?;
     tracing::info!(

@@ -19,7 +19,7 @@
 //! Settings (environment, or the TOML file `CQRS_CONFIG` names; see
 //! `examples/service/settings.rs`): `CQRS_URL` (`amqp://...` or `redis://...`, required),
 //! `CQRS_EXCHANGE` (default `cqrs`), `CQRS_QUEUE` (default `replica`), `DATABASE_URL`
-//! (`postgres://...` or `sqlite://...`, default `sqlite://replica.sqlite3?mode=rwc`),
+//! (`postgres://...` or `sqlite://...`, default `sqlite://replica.db?mode=rwc`),
 //! `HTTP_ADDR` (default `127.0.0.1:8001`), `RUST_LOG` (default `info`), and the
 //! `CQRS_REPLICA__*` settings (retries, workers, batch size). The tables are created at start
 //! if missing. SIGTERM or Ctrl-C stops the HTTP server, then consuming: what is in flight is
@@ -67,7 +67,7 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), Box<dyn Error>> {
     let mut settings = Settings::load(Defaults {
-        database_url: "sqlite://replica.sqlite3?mode=rwc",
+        database_url: "sqlite://replica.db?mode=rwc",
         http_addr: "127.0.0.1:8001",
     })?;
     if settings.cqrs.queue().is_none() {

@@ -7,7 +7,7 @@
 //! | exchange | `CQRS_EXCHANGE` | `exchange` | `cqrs` |
 //! | replica queue | `CQRS_QUEUE` | `queue` | `replica` (the replica) |
 //! | anything else of [`CqrsConfig`] | `CQRS_<KEY>`, `CQRS_<SECTION>__<KEY>` | `[replica]`, `[rabbitmq]`, ... | |
-//! | database | `DATABASE_URL` | `database_url` | `sqlite://<service>.sqlite3?mode=rwc` |
+//! | database | `DATABASE_URL` | `database_url` | `sqlite://<service>.db?mode=rwc` |
 //! | HTTP address | `HTTP_ADDR` | `http_addr` | `127.0.0.1:8000` (master), `127.0.0.1:8001` (replica) |
 //!
 //! The `CQRS_*` variables are read by [`CqrsConfig::from_sources`], the function behind
