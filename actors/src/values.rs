@@ -101,22 +101,56 @@ fn as_str<'a>(value: &'a Value, expected: &'static str) -> Result<&'a str, Value
 /// `YYYY-MM-DD HH:MM:SS[.ffffff]+00:00`, microseconds only when not zero.
 #[must_use]
 pub fn format_datetime(dt: &DateTime<Utc>) -> String {
-    if dt.timestamp_subsec_micros() == 0 {
-        dt.format("%Y-%m-%d %H:%M:%S+00:00").to_string()
-    } else {
-        dt.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string()
-    }
+    python_datetime(dt, ' ')
 }
 
 /// Formats a datetime the way Python's `isoformat()` does (the form of `expires`):
 /// `YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`.
 #[must_use]
 pub fn format_iso_datetime(dt: &DateTime<Utc>) -> String {
-    if dt.timestamp_subsec_micros() == 0 {
-        dt.format("%Y-%m-%dT%H:%M:%S+00:00").to_string()
-    } else {
-        dt.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+    python_datetime(dt, 'T')
+}
+
+/// Python's forms of an aware UTC datetime, written digit by digit: every event a master
+/// publishes carries one, and chrono's format strings are interpreted at each call. Years
+/// outside 0..=9999 and leap seconds take chrono's formatter.
+fn python_datetime(dt: &DateTime<Utc>, separator: char) -> String {
+    use chrono::{Datelike, Timelike};
+    let (year, nanos) = (dt.year(), dt.nanosecond());
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        let form = match (separator, dt.timestamp_subsec_micros() == 0) {
+            (' ', true) => "%Y-%m-%d %H:%M:%S+00:00",
+            (' ', false) => "%Y-%m-%d %H:%M:%S%.6f+00:00",
+            (_, true) => "%Y-%m-%dT%H:%M:%S+00:00",
+            (_, false) => "%Y-%m-%dT%H:%M:%S%.6f+00:00",
+        };
+        return dt.format(form).to_string();
     }
+    fn digits(out: &mut String, value: u32, width: u32) {
+        for place in (0..width).rev() {
+            let digit = (value / 10u32.pow(place)) % 10;
+            out.push(char::from(b'0' + digit as u8));
+        }
+    }
+    let mut out = String::with_capacity(32);
+    digits(&mut out, year.unsigned_abs(), 4);
+    out.push('-');
+    digits(&mut out, dt.month(), 2);
+    out.push('-');
+    digits(&mut out, dt.day(), 2);
+    out.push(separator);
+    digits(&mut out, dt.hour(), 2);
+    out.push(':');
+    digits(&mut out, dt.minute(), 2);
+    out.push(':');
+    digits(&mut out, dt.second(), 2);
+    let micros = nanos / 1000;
+    if micros != 0 {
+        out.push('.');
+        digits(&mut out, micros, 6);
+    }
+    out.push_str("+00:00");
+    out
 }
 
 /// Parses a datetime in any form a peer sends: `T` or a space between date and time, with or
@@ -332,6 +366,46 @@ pub fn pk_text(value: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn python_forms_are_chrono_forms() {
+        let chrono_form = |dt: &DateTime<Utc>, t: &str| {
+            if dt.timestamp_subsec_micros() == 0 {
+                dt.format(&format!("%Y-%m-%d{t}%H:%M:%S+00:00")).to_string()
+            } else {
+                dt.format(&format!("%Y-%m-%d{t}%H:%M:%S%.6f+00:00")).to_string()
+            }
+        };
+        let mut rng = fastrand::Rng::with_seed(11);
+        let mut cases: Vec<DateTime<Utc>> = (0..20_000)
+            .map(|_| {
+                let secs = rng.i64(-62_135_596_800..253_402_300_799); // years 1 to 9999
+                let nanos = match rng.u8(0..4) {
+                    0 => 0,
+                    1 => rng.u32(0..1000), // below a microsecond: not shown
+                    2 => rng.u32(0..1_000) * 1000,
+                    _ => rng.u32(0..1_000_000_000),
+                };
+                DateTime::from_timestamp(secs, nanos).expect("in range")
+            })
+            .collect();
+        cases.extend([
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999999Z",
+            "2026-11-30T12:00:00.000001Z",
+            "1970-01-01T00:00:00Z",
+        ]
+        .map(|s| DateTime::parse_from_rfc3339(s).expect("valid").to_utc()));
+        // Past Python's range, below a microsecond past it, and a leap second: chrono's form.
+        cases.push(DateTime::from_timestamp(253_402_300_800, 5000).expect("year 10000"));
+        cases.push(DateTime::from_timestamp(253_402_300_800, 500).expect("year 10000"));
+        cases.push(DateTime::from_timestamp(-62_167_219_201, 0).expect("year -1"));
+        cases.push(DateTime::from_timestamp(1_483_228_799, 1_500_000_000).expect("leap second"));
+        for dt in &cases {
+            assert_eq!(format_datetime(dt), chrono_form(dt, " "), "{dt:?}");
+            assert_eq!(format_iso_datetime(dt), chrono_form(dt, "T"), "{dt:?}");
+        }
+    }
 
     #[test]
     fn abbreviate_cuts_on_a_character_boundary() {
