@@ -120,7 +120,13 @@ impl Codec {
             detail,
         };
         match self {
-            Codec::Json => serde_json::to_vec(&wire).map_err(|e| fail(e.to_string())),
+            Codec::Json => {
+                // A SAVE of a few columns is some hundreds of bytes: start there rather than
+                // at serde_json's 128 bytes, which grows (and copies) two or three times.
+                let mut body = Vec::with_capacity(512);
+                serde_json::to_writer(&mut body, &wire).map_err(|e| fail(e.to_string()))?;
+                Ok(body)
+            }
             Codec::MessagePack => encode_msgpack(&wire).map_err(fail),
         }
     }
