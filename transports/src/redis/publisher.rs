@@ -224,39 +224,46 @@ impl Publisher {
         true
     }
 
-    /// The batch as `XADD`s, its keys and routing keys written without allocating per entry.
+    /// The batch as `XADD`s, its keys and routing keys written without allocating per entry,
+    /// each command sized for its arguments up front (it would otherwise grow as they come).
     fn pipeline(&self, batch: &[Request]) -> ::redis::Pipeline {
-        let mut pipe = ::redis::pipe();
+        let mut pipe = ::redis::Pipeline::with_capacity(batch.len() + 1);
         pipe.ignore_errors();
         let mut buf = String::new();
         for r in batch {
             match &r.entry {
                 Outgoing::Message(m, expires_at) => {
+                    let headers: usize = m.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+                    let mut cmd = ::redis::Cmd::with_capacity(
+                        12 + 2 * m.headers.len(),
+                        m.body.len() + headers + 256,
+                    );
                     self.keys.write_route_stream(&mut buf, &m.route);
-                    pipe.cmd("XADD").arg(buf.as_str()).arg("*");
-                    pipe.arg(F_BODY).arg(m.body.as_slice());
-                    pipe.arg(F_CONTENT_TYPE).arg(m.content_type.as_str());
-                    pipe.arg(F_ROUTING_KEY);
+                    cmd.arg("XADD").arg(buf.as_str()).arg("*");
+                    cmd.arg(F_BODY).arg(m.body.as_slice());
+                    cmd.arg(F_CONTENT_TYPE).arg(m.content_type.as_str());
+                    cmd.arg(F_ROUTING_KEY);
                     match &m.route {
-                        Route::Broadcast { cqrs_id } => pipe.arg(cqrs_id.as_str()),
+                        Route::Broadcast { cqrs_id } => cmd.arg(cqrs_id.as_str()),
                         Route::Queue { queue, cqrs_id } => {
                             buf.clear();
                             buf.push_str("cqrs.");
                             buf.push_str(queue);
                             buf.push('.');
                             buf.push_str(cqrs_id);
-                            pipe.arg(buf.as_str())
+                            cmd.arg(buf.as_str())
                         }
                     };
                     if let Some(at) = expires_at {
-                        pipe.arg(F_EXPIRES_AT).arg(*at);
+                        cmd.arg(F_EXPIRES_AT).arg(*at);
                     }
                     for (name, value) in &m.headers {
                         buf.clear();
                         buf.push_str(F_HEADER);
                         buf.push_str(name);
-                        pipe.arg(buf.as_str()).arg(value.as_str());
+                        cmd.arg(buf.as_str()).arg(value.as_str());
                     }
+                    pipe.add_command(cmd);
                 }
                 Outgoing::Fields(stream, fields) => {
                     pipe.cmd("XADD").arg(stream).arg("*");
