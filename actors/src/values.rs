@@ -373,7 +373,8 @@ mod tests {
             if dt.timestamp_subsec_micros() == 0 {
                 dt.format(&format!("%Y-%m-%d{t}%H:%M:%S+00:00")).to_string()
             } else {
-                dt.format(&format!("%Y-%m-%d{t}%H:%M:%S%.6f+00:00")).to_string()
+                dt.format(&format!("%Y-%m-%d{t}%H:%M:%S%.6f+00:00"))
+                    .to_string()
             }
         };
         let mut rng = fastrand::Rng::with_seed(11);
@@ -389,13 +390,15 @@ mod tests {
                 DateTime::from_timestamp(secs, nanos).expect("in range")
             })
             .collect();
-        cases.extend([
-            "0000-01-01T00:00:00Z",
-            "9999-12-31T23:59:59.999999999Z",
-            "2026-11-30T12:00:00.000001Z",
-            "1970-01-01T00:00:00Z",
-        ]
-        .map(|s| DateTime::parse_from_rfc3339(s).expect("valid").to_utc()));
+        cases.extend(
+            [
+                "0000-01-01T00:00:00Z",
+                "9999-12-31T23:59:59.999999999Z",
+                "2026-11-30T12:00:00.000001Z",
+                "1970-01-01T00:00:00Z",
+            ]
+            .map(|s| DateTime::parse_from_rfc3339(s).expect("valid").to_utc()),
+        );
         // Past Python's range, below a microsecond past it, and a leap second: chrono's form.
         cases.push(DateTime::from_timestamp(253_402_300_800, 5000).expect("year 10000"));
         cases.push(DateTime::from_timestamp(253_402_300_800, 500).expect("year 10000"));
