@@ -37,6 +37,7 @@ on_each_db!(
     direct_mode_publishes_after_commit,
     sync_dump_and_diff_repair_a_replica,
     a_custom_serializer_reads_through_the_transaction,
+    the_relay_reads_past_pages_of_other_ids,
 );
 
 fn new_author(name: &str) -> author::ActiveModel {
@@ -495,6 +496,73 @@ async fn two_relays_share_one_outbox(backend: Backend) {
     );
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+    system.shutdown().await.unwrap();
+    t.cleanup().await;
+}
+
+/// One outbox, two CQRS ids: a relay of `author` alone skips whole pages of the other id's
+/// events, with the bodies from memory (the process that wrote them) or from the table
+/// (another process).
+async fn the_relay_reads_past_pages_of_other_ids(backend: Backend) {
+    let (t, outbox) = master_db(backend, "m_others").await;
+    let table = authors(&outbox);
+    let others = MasterTable::new("other", author::Entity, &outbox).unwrap();
+    hold(&outbox).await;
+    let (transport, _broker) = MemoryBroker::default().start_transport();
+    let system = CqrsSystem::builder()
+        .transport(transport)
+        .master(&table)
+        .master(&others)
+        .start()
+        .await
+        .unwrap();
+    let first = table.insert(&t.db, new_author("first")).await.unwrap();
+    for i in 0..50 {
+        others
+            .insert(&t.db, new_author(&format!("other {i}")))
+            .await
+            .unwrap();
+    }
+    let rest = table
+        .insert_many(
+            &t.db,
+            (0..5).map(|i| new_author(&format!("a{i}"))).collect(),
+        )
+        .await
+        .unwrap();
+    let expected: Vec<i64> = std::iter::once(first.id)
+        .chain(rest.iter().map(|a| a.id))
+        .collect();
+    let ids = ["author".to_owned()];
+    let elsewhere = Outbox::with_table(t.reconnect().await, outbox.table());
+    for (store, whose) in [
+        (outbox.store(), "this process"),
+        (elsewhere.store(), "another"),
+    ] {
+        let mut seen = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store.read(after, 16, &ids).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            for e in page {
+                assert_eq!(e.event.cqrs_id(), "author", "{whose}");
+                let envelope = Codec::Json.decode(&e.event.body, None).unwrap();
+                seen.push(envelope.instance_data["id"].as_i64().unwrap());
+            }
+        }
+        assert_eq!(
+            seen, expected,
+            "the author events, in order, read by {whose}"
+        );
+        let theirs = store.read(0, 16, &["other".to_owned()]).await.unwrap();
+        assert_eq!(
+            theirs.len(),
+            16,
+            "a full page of the other id, read by {whose}"
+        );
+        assert!(store.read(0, 16, &[]).await.unwrap().is_empty());
+    }
     system.shutdown().await.unwrap();
     t.cleanup().await;
 }
