@@ -162,17 +162,9 @@ async fn run() -> Result<(), Box<dyn Error>> {
     })
     .disable_signals()
     .shutdown_timeout(10)
-    .bind(&settings.http_addr);
-    let served = match server {
-        Ok(server) => {
-            tracing::info!(addr = %settings.http_addr, "listening");
-            serve_until_stopped(server.run()).await
-        }
-        Err(e) => Err(std::io::Error::new(
-            e.kind(),
-            format!("HTTP_ADDR {}: {e}", settings.http_addr),
-        )),
-    };
+    .bind(&settings.http_addr)
+    .map(actix_web::HttpServer::run);
+    let served = serve_until_stopped(server, &settings.http_addr).await;
     if let Some(system) = slot.take().await {
         flush(&system).await;
         system.shutdown().await?;

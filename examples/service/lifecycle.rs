@@ -47,10 +47,17 @@ pub async fn stop_requested() -> std::io::Result<&'static str> {
     }
 }
 
-/// Runs `server` (built with `disable_signals()`: the signals are handled here) until SIGTERM
-/// or Ctrl-C, then stops it gracefully: it stops accepting, and requests in flight finish
-/// within its shutdown timeout. Fails if the server stopped on its own.
-pub async fn serve_until_stopped(server: Server) -> std::io::Result<()> {
+/// Runs `server` (built with `disable_signals()`: the signals are handled here, and bound to
+/// `addr`, or the error of binding it) until SIGTERM or Ctrl-C, then stops it gracefully: it
+/// stops accepting, and requests in flight finish within its shutdown timeout. Fails if it
+/// could not bind or stopped on its own.
+pub async fn serve_until_stopped(
+    server: std::io::Result<Server>,
+    addr: &str,
+) -> std::io::Result<()> {
+    let server =
+        server.map_err(|e| std::io::Error::new(e.kind(), format!("HTTP_ADDR {addr}: {e}")))?;
+    tracing::info!(addr, "listening");
     let handle = server.handle();
     let mut running = actix_rt::spawn(server);
     tokio::select! {
