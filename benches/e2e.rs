@@ -69,6 +69,11 @@ use sea_orm::{
 };
 use serde_json::{Value, json};
 
+#[path = "support/redis_reply.rs"]
+mod redis_reply;
+
+use redis_reply::entry_ids;
+
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 mod book {
@@ -489,29 +494,6 @@ async fn redis_ceiling(n: usize, bodies: &[Vec<u8>], key: &str) -> BenchResult<f
     let rate = n as f64 / started.elapsed().as_secs_f64();
     let _: i64 = redis::cmd("DEL").arg(key).query_async(&mut out).await?;
     Ok(rate)
-}
-
-/// The ids of an `XREADGROUP` reply.
-fn entry_ids(reply: &redis::Value) -> Vec<Vec<u8>> {
-    use redis::Value;
-    let mut ids = Vec::new();
-    let Value::Array(streams) = reply else {
-        return ids;
-    };
-    for stream in streams {
-        if let Value::Array(pair) = stream
-            && let Some(Value::Array(entries)) = pair.get(1)
-        {
-            for entry in entries {
-                if let Value::Array(e) = entry
-                    && let Some(Value::BulkString(id)) = e.first()
-                {
-                    ids.push(id.clone());
-                }
-            }
-        }
-    }
-    ids
 }
 
 /// The database alone: `n` rows upserted as the replica table upserts them, `batch` per

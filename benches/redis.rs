@@ -15,6 +15,8 @@
 //! batch it is handed.
 #![allow(clippy::print_stdout)] // a bench reports on stdout
 
+#[path = "support/redis_reply.rs"]
+mod redis_reply;
 #[path = "support/transport.rs"]
 mod support;
 
@@ -25,6 +27,7 @@ use cqrs_sync::transport::Declare;
 use cqrs_sync::transports::redis::{RedisConfig, RedisTransport, Teardown};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
+use redis_reply::entry_ids;
 use support::{BenchResult, body, rate};
 
 const BATCH: usize = 1000;
@@ -107,28 +110,6 @@ async fn raw(n: usize, key: String) -> BenchResult<(f64, f64)> {
     let consume = rate(n, started.elapsed());
     let _: i64 = redis::cmd("DEL").arg(key).query_async(&mut conn).await?;
     Ok((publish, consume))
-}
-
-/// The ids of an `XREADGROUP` reply of one stream.
-fn entry_ids(reply: &Value) -> Vec<Vec<u8>> {
-    let Value::Array(streams) = reply else {
-        return Vec::new();
-    };
-    let mut ids = Vec::new();
-    for stream in streams {
-        if let Value::Array(pair) = stream
-            && let Some(Value::Array(entries)) = pair.get(1)
-        {
-            for entry in entries {
-                if let Value::Array(e) = entry
-                    && let Some(Value::BulkString(id)) = e.first()
-                {
-                    ids.push(id.clone());
-                }
-            }
-        }
-    }
-    ids
 }
 
 /// The transport: publish `n` messages through it, then consume them through it.
