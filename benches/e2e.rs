@@ -1081,16 +1081,24 @@ async fn measure(
     // 1. Lag at a fixed offered rate, first: the steady state of a master whose outbox has
     // not just deleted a burst of rows (see the README on bursts).
     let mut replicas = Replicas::start(kind, names, args, true).await?;
-    let per_tick = (args.rate as usize).div_ceil(100).max(1);
     let ticks = (args.lag_seconds * 100) as usize;
     let began = Instant::now();
-    for tick in 0..ticks {
+    let mut written = 0;
+    for tick in 1..=ticks {
+        // Every 10 ms, one transaction of what the rate owes by then.
+        let owed = args.rate as usize * tick / 100;
+        if owed > written {
+            master.write(owed - written, owed - written, 1).await?;
+            written = owed;
+        }
         let due = began + Duration::from_millis(10 * tick as u64);
         tokio::time::sleep_until(due.into()).await;
-        master.write(per_tick, per_tick, 1).await?;
     }
-    f.lag_events = per_tick * ticks;
+    f.lag_events = written;
     f.achieved_rate = f.lag_events as f64 / began.elapsed().as_secs_f64();
+    if written == 0 {
+        return Err("--rate and --lag-seconds leave nothing to write".into());
+    }
     replicas.wait_applied(f.lag_events as u64, patience).await?;
     let mut lags = replicas.stop().await?;
     lags.sort_unstable();
