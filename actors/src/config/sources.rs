@@ -6,6 +6,9 @@ use std::path::Path;
 use super::CqrsConfig;
 use crate::error::{Error, Result};
 
+/// The variable naming the configuration file `load` reads when given no path; not a key.
+const CONFIG_VAR: &str = "CQRS_CONFIG";
+
 impl CqrsConfig {
     /// Reads a TOML document (no environment), validated.
     pub fn from_toml_str(text: &str) -> Result<Self> {
@@ -15,15 +18,28 @@ impl CqrsConfig {
         Ok(config)
     }
 
-    /// Reads the TOML file at `path` (if any), then the process's `CQRS_*` environment
-    /// variables over it, and validates the result.
+    /// Reads the TOML file at `path` (without one: the file the variable `CQRS_CONFIG` names,
+    /// if set), then the process's `CQRS_*` environment variables over it, and validates the
+    /// result.
     pub fn load(path: Option<&Path>) -> Result<Self> {
+        Self::load_with(path, std::env::vars().collect())
+    }
+
+    fn load_with(path: Option<&Path>, env: Vec<(String, String)>) -> Result<Self> {
+        let named = env
+            .iter()
+            .find(|(name, _)| name == CONFIG_VAR)
+            .map(|(_, file)| Path::new(file));
+        let (path, key) = match path {
+            Some(p) => (Some(p), "config file"),
+            None => (named, CONFIG_VAR),
+        };
         let text = match path {
             Some(p) => std::fs::read_to_string(p)
-                .map_err(|e| Error::config("config file", format!("{}: {e}", p.display())))?,
+                .map_err(|e| Error::config(key, format!("{}: {e}", p.display())))?,
             None => String::new(),
         };
-        Self::from_sources(&text, std::env::vars())
+        Self::from_sources(&text, env)
     }
 
     /// Reads a TOML document and `CQRS_*` variables from `env` over it, validated.
@@ -37,6 +53,9 @@ impl CqrsConfig {
             let Some(rest) = name.strip_prefix("CQRS_") else {
                 continue;
             };
+            if name == CONFIG_VAR {
+                continue; // the file's name, read by `load`
+            }
             let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
             if path.iter().any(String::is_empty) {
                 return Err(Error::config(&name, "empty key segment"));
@@ -170,6 +189,33 @@ mod tests {
             c.retry_policy("book"),
             RetryPolicy::constant(3, Duration::from_millis(1500))
         );
+    }
+
+    #[test]
+    fn the_file_cqrs_config_names() {
+        let dir = std::env::temp_dir().join(format!("cqrs-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("service.toml");
+        std::fs::write(&file, "queue = \"billing\"\n[replica]\nworkers = 2\n").unwrap();
+        let named = file.display().to_string();
+        let vars = env(&[
+            ("CQRS_CONFIG", named.as_str()),
+            ("CQRS_REPLICA__WORKERS", "3"),
+        ]);
+        let c = CqrsConfig::load_with(None, vars.clone()).unwrap();
+        assert_eq!((c.queue(), c.replica().workers()), (Some("billing"), 3));
+        // A path given wins over the variable; the variable is never taken for a key.
+        let other = dir.join("other.toml");
+        std::fs::write(&other, "queue = \"orders\"\n").unwrap();
+        let c = CqrsConfig::load_with(Some(&other), vars).unwrap();
+        assert_eq!(c.queue(), Some("orders"));
+        let c = CqrsConfig::from_sources("", env(&[("CQRS_CONFIG", "/nowhere")])).unwrap();
+        assert_eq!(c.queue(), None);
+        let missing = dir.join("missing.toml").display().to_string();
+        let err =
+            CqrsConfig::load_with(None, env(&[("CQRS_CONFIG", missing.as_str())])).unwrap_err();
+        assert!(err.to_string().contains("CQRS_CONFIG"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
