@@ -60,41 +60,22 @@ use cqrs_sync::prelude::*;
 use cqrs_sync::transport::Declare;
 use cqrs_sync::transports::rabbitmq::{RabbitMqConfig, RabbitMqTransport};
 use cqrs_sync::transports::redis::{RedisConfig, RedisTransport};
-use cqrs_sync::{Codec, EncodedEvent, Envelope, ReplicaEvent, Route, SignalType, TransportHandle};
+use cqrs_sync::{ReplicaEvent, TransportHandle};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use sea_orm::ActiveValue::Set;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Schema, Statement,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
+#[path = "support/book.rs"]
+mod book;
 #[path = "support/redis_reply.rs"]
 mod redis_reply;
 
 use redis_reply::entry_ids;
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
-
-mod book {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
-    #[sea_orm(table_name = "book")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub id: i64,
-        pub title: String,
-        pub body: String,
-        pub cqrs_revision: i64,
-        pub cqrs_updated: ChronoDateTimeUtc,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -303,32 +284,6 @@ fn now_us() -> i64 {
 fn filler(row_bytes: usize) -> String {
     // The rest of the SAVE (keys, id, title, revision, timestamp, envelope) is ~190 bytes.
     "x".repeat(row_bytes.saturating_sub(190).max(1))
-}
-
-fn new_book(id: i64, body: &str) -> book::ActiveModel {
-    book::ActiveModel {
-        id: Set(id),
-        title: Set(format!("book {id}")),
-        body: Set(body.to_owned()),
-        ..Default::default()
-    }
-}
-
-/// The event a master table writes for row `id`, encoded as it encodes it.
-fn event(id: i64, body: &str) -> BenchResult<EncodedEvent> {
-    let Value::Object(data) = json!({
-        "id": id, "title": format!("book {id}"), "body": body,
-        "cqrs_revision": 0, "cqrs_updated": "2026-11-30 12:00:00.123456+00:00",
-    }) else {
-        unreachable!()
-    };
-    let envelope = Envelope::new(SignalType::Save, "book", data).with_pk(json!(id));
-    Ok(EncodedEvent::encode(
-        envelope,
-        Route::broadcast("book"),
-        Codec::Json,
-        Some(Duration::from_secs(86_400)),
-    )?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -646,7 +601,7 @@ async fn replica_process() -> BenchResult<()> {
     let db = connect(&pg_url(&var("CQRS_E2E_SCHEMA")?), 2).await?;
     let tally = Arc::new(Tally::default());
     let handler = Timed {
-        table: ReplicaTable::new(db, book::Entity)?,
+        table: ReplicaTable::new(db, book::entity::Entity)?,
         tally: tally.clone(),
         record_lag: std::env::var("CQRS_E2E_LAG").is_ok(),
     };
@@ -863,7 +818,7 @@ impl Replicas {
 /// The master: its table, outbox and system (which relays the outbox), on the run's transport.
 struct Master {
     db: DatabaseConnection,
-    table: MasterTable<book::Entity>,
+    table: MasterTable<book::entity::Entity>,
     outbox: Outbox,
     body: String,
     next_id: i64,
@@ -873,11 +828,12 @@ impl Master {
     /// The `book` table and an outbox in `schema`, created.
     async fn create(schema: &str, body: &str, writers: usize) -> BenchResult<Self> {
         let db = connect(&pg_url(schema), (writers + 2) as u32).await?;
-        let create = Schema::new(DbBackend::Postgres).create_table_from_entity(book::Entity);
+        let create =
+            Schema::new(DbBackend::Postgres).create_table_from_entity(book::entity::Entity);
         db.execute(&create).await?;
         let outbox = Outbox::new(db.clone());
         outbox.create_table().await?;
-        let table = MasterTable::new("book", book::Entity, &outbox)?;
+        let table = MasterTable::new("book", book::entity::Entity, &outbox)?;
         Ok(Self {
             db,
             table,
@@ -915,7 +871,7 @@ impl Master {
                 let mut start = first + (w * per_transaction) as i64;
                 while start < end {
                     let stop = (start + per_transaction as i64).min(end);
-                    let batch = (start..stop).map(|id| new_book(id, body)).collect();
+                    let batch = (start..stop).map(|id| book::row(id, body)).collect();
                     table.insert_many(db, batch).await?;
                     start += (writers * per_transaction) as i64;
                 }
@@ -1030,7 +986,7 @@ async fn measure(
     transport: &TransportHandle,
 ) -> BenchResult<Figures> {
     let body = filler(args.row_bytes);
-    let sample = event(1, &body)?;
+    let sample = book::event(1, &body)?;
     let mut f = Figures {
         transport: kind.name().to_owned(),
         events: args.events,
@@ -1054,7 +1010,7 @@ async fn measure(
         .await?;
     let replica_db = connect(&pg_url(&names.replica_schema), 1).await?;
     replica_db
-        .execute(&Schema::new(DbBackend::Postgres).create_table_from_entity(book::Entity))
+        .execute(&Schema::new(DbBackend::Postgres).create_table_from_entity(book::entity::Entity))
         .await?;
     let mut alone = Master::create(&names.writes_schema, &body, args.writers).await?;
     let held = alone
@@ -1117,7 +1073,7 @@ async fn measure(
     // 2 and 3, alternating: the ceilings, the master's writes alone, the whole path.
     let n = args.events.min(CEILING_MAX);
     let bodies: Vec<Vec<u8>> = (1..=1000)
-        .map(|id| event(id, &body).map(|e| e.body))
+        .map(|id| Ok(book::event(id, &body)?.body))
         .collect::<BenchResult<_>>()?;
     for round in 0..args.rounds {
         let raw_queue = format!("{}_raw_{round}", names.queue);

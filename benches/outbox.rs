@@ -20,6 +20,9 @@
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)] // a bench prints its figures and may panic
 
+#[path = "support/book.rs"]
+mod book;
+
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -27,33 +30,8 @@ use cqrs_sync::orm::{MasterTable, Outbox};
 use cqrs_sync::transport::Declare;
 use cqrs_sync::transports::memory::MemoryBroker;
 use cqrs_sync::transports::rabbitmq::{RabbitMqConfig, RabbitMqTransport, Teardown};
-use cqrs_sync::{
-    Codec, CqrsConfig, CqrsSystem, CqrsSystemExt, EncodedEvent, Envelope, Route, SignalType,
-    TransportHandle,
-};
-use sea_orm::ActiveValue::Set;
+use cqrs_sync::{Codec, CqrsConfig, CqrsSystem, CqrsSystemExt, EncodedEvent, TransportHandle};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Schema};
-use serde_json::json;
-
-mod book {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
-    #[sea_orm(table_name = "book")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub id: i64,
-        pub title: String,
-        pub body: String,
-        pub cqrs_revision: i64,
-        pub cqrs_updated: ChronoDateTimeUtc,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -83,32 +61,9 @@ async fn connect(schema: Option<&str>) -> DatabaseConnection {
     Database::connect(o).await.unwrap()
 }
 
-fn new_book(id: i64) -> book::ActiveModel {
-    book::ActiveModel {
-        id: Set(id),
-        title: Set(format!("book {id}")),
-        body: Set("x".repeat(200)),
-        ..Default::default()
-    }
-}
-
-/// The event the outbox holds for row `id`, encoded as the table encodes it.
-fn event(id: i64) -> EncodedEvent {
-    let data = json!({
-        "id": id, "title": format!("book {id}"), "body": "x".repeat(200),
-        "cqrs_revision": 0, "cqrs_updated": "2026-11-30 12:00:00.123456+00:00",
-    });
-    let serde_json::Value::Object(data) = data else {
-        unreachable!()
-    };
-    let envelope = Envelope::new(SignalType::Save, "book", data).with_pk(json!(id));
-    EncodedEvent::encode(
-        envelope,
-        Route::broadcast("book"),
-        Codec::Json,
-        Some(Duration::from_secs(86_400)),
-    )
-    .unwrap()
+/// The text column of every row: about 300 bytes a row.
+fn body() -> String {
+    "x".repeat(200)
 }
 
 /// A broker for one round, and a replica queue bound to `book` so every publish is routed.
@@ -175,7 +130,9 @@ type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = cqrs_sync::Res
 
 /// The ceiling: the same events straight through the transport, `window()` unconfirmed.
 async fn transport_rate(broker: &Broker, n: i64) -> f64 {
-    let events: Vec<EncodedEvent> = (1..=n).map(event).collect();
+    let events: Vec<EncodedEvent> = (1..=n)
+        .map(|id| book::event(id, &body()).unwrap())
+        .collect();
     let start = Instant::now();
     let window = window() as usize;
     let mut in_flight: VecDeque<Pending> = VecDeque::with_capacity(window);
@@ -210,11 +167,12 @@ async fn outbox_rate(db: &DatabaseConnection, broker: &Broker, n: i64, timed: Ti
     db.execute_unprepared("DROP TABLE IF EXISTS book, cqrs_outbox, cqrs_outbox_lease")
         .await
         .unwrap();
-    let create = Schema::new(db.get_database_backend()).create_table_from_entity(book::Entity);
+    let create =
+        Schema::new(db.get_database_backend()).create_table_from_entity(book::entity::Entity);
     db.execute(&create).await.unwrap();
     let outbox = Outbox::new(db.clone());
     outbox.create_table().await.unwrap();
-    let table = MasterTable::new("book", book::Entity, &outbox).unwrap();
+    let table = MasterTable::new("book", book::entity::Entity, &outbox).unwrap();
     if hold {
         let held = outbox
             .store()
@@ -231,7 +189,9 @@ async fn outbox_rate(db: &DatabaseConnection, broker: &Broker, n: i64, timed: Ti
         .unwrap();
     let mut start = Instant::now();
     for first in (1..=n).step_by(BATCH as usize) {
-        let rows = (first..(first + BATCH).min(n + 1)).map(new_book).collect();
+        let rows = (first..(first + BATCH).min(n + 1))
+            .map(|id| book::row(id, &body()))
+            .collect();
         table.insert_many(db, rows).await.unwrap();
     }
     match timed {
@@ -263,7 +223,9 @@ fn median(mut runs: Vec<f64>) -> f64 {
 /// The CPU per event of decoding a stored event and encoding it again, what the relay did
 /// before it published the stored bytes (nanoseconds, one core).
 fn reencode_ns() -> (f64, usize) {
-    let bodies: Vec<Vec<u8>> = (1..=20_000).map(|id| event(id).body).collect();
+    let bodies: Vec<Vec<u8>> = (1..=20_000)
+        .map(|id| book::event(id, &body()).unwrap().body)
+        .collect();
     let start = Instant::now();
     let mut bytes = 0;
     for body in &bodies {
