@@ -18,6 +18,9 @@
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)] // a bench prints its figures and may panic
 
+#[path = "support/proc.rs"]
+mod proc;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -157,18 +160,13 @@ fn command(config: &Path, args: &[&str]) -> Command {
 /// Waits for `child`, sampling its peak RSS in KiB every 10 ms (the high-water mark only
 /// grows, so the last sample is the peak up to its last 10 ms).
 fn watch(mut child: Child) -> (std::process::ExitStatus, u64) {
-    let status_file = format!("/proc/{}/status", child.id());
+    let pid = child.id();
     let mut peak = 0;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return (status, peak);
         }
-        if let Ok(text) = std::fs::read_to_string(&status_file)
-            && let Some(kib) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        {
+        if let Some(kib) = proc::peak_rss_kib(pid) {
             peak = peak.max(kib);
         }
         std::thread::sleep(Duration::from_millis(10));

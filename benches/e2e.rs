@@ -70,10 +70,12 @@ use serde_json::Value;
 
 #[path = "support/book.rs"]
 mod book;
+#[path = "support/proc.rs"]
+mod proc;
 #[path = "support/redis_reply.rs"]
 mod redis_reply;
 
-use redis_reply::entry_ids;
+use redis_reply::read_and_ack;
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -416,30 +418,7 @@ async fn redis_ceiling(n: usize, bodies: &[Vec<u8>], key: &str) -> BenchResult<f
     let consume = async {
         let mut seen = 0;
         while seen < n {
-            let reply: redis::Value = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg("g")
-                .arg("c")
-                .arg("COUNT")
-                .arg(1000)
-                .arg("BLOCK")
-                .arg(100)
-                .arg("STREAMS")
-                .arg(key)
-                .arg(">")
-                .query_async(&mut input)
-                .await?;
-            let ids = entry_ids(&reply);
-            if ids.is_empty() {
-                continue;
-            }
-            seen += ids.len();
-            let _: i64 = redis::cmd("XACK")
-                .arg(key)
-                .arg("g")
-                .arg(&ids)
-                .query_async(&mut input)
-                .await?;
+            seen += read_and_ack(&mut input, key, "c", 1000, 100).await?;
         }
         Ok::<(), Box<dyn std::error::Error>>(())
     };
@@ -775,12 +754,7 @@ impl Replicas {
     fn peak_rss_kib(&self) -> u64 {
         self.children
             .iter()
-            .filter_map(|c| std::fs::read_to_string(format!("/proc/{}/status", c.child.id())).ok())
-            .filter_map(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
+            .filter_map(|c| proc::peak_rss_kib(c.child.id()))
             .max()
             .unwrap_or(0)
     }

@@ -27,7 +27,7 @@ use cqrs_sync::transport::Declare;
 use cqrs_sync::transports::redis::{RedisConfig, RedisTransport, Teardown};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
-use redis_reply::entry_ids;
+use redis_reply::read_and_ack;
 use support::{BenchResult, body, rate};
 
 const BATCH: usize = 1000;
@@ -82,30 +82,7 @@ async fn raw(n: usize, key: String) -> BenchResult<(f64, f64)> {
     let started = Instant::now();
     let mut seen = 0;
     while seen < n {
-        let reply: Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg("g")
-            .arg("raw")
-            .arg("COUNT")
-            .arg(BATCH)
-            .arg("BLOCK")
-            .arg(1000)
-            .arg("STREAMS")
-            .arg(key)
-            .arg(">")
-            .query_async(&mut conn)
-            .await?;
-        let ids = entry_ids(&reply);
-        if ids.is_empty() {
-            continue;
-        }
-        seen += ids.len();
-        let _: i64 = redis::cmd("XACK")
-            .arg(key)
-            .arg("g")
-            .arg(&ids)
-            .query_async(&mut conn)
-            .await?;
+        seen += read_and_ack(&mut conn, key, "raw", BATCH, 1000).await?;
     }
     let consume = rate(n, started.elapsed());
     let _: i64 = redis::cmd("DEL").arg(key).query_async(&mut conn).await?;
