@@ -18,6 +18,14 @@
 //!   refused (it handles a channel's publishes in order): after it was that message on
 //!   `attempts` lost connections it fails with [`ErrorKind::Transport`], and its caller decides
 //!   (a replica hands the delivery back with a backoff, a relay tries its row later).
+//!
+//! A message no queue takes (published `mandatory`) comes back from the broker before its ack.
+//! lapin hands a returned message to whichever confirm it completes next, and an ack the broker
+//! sends for several messages completes the oldest first, so the return can arrive with the
+//! confirm of an older message still waiting for the disk. The returned message is therefore
+//! matched to its publish by exchange, routing key and body, and the outcomes of one connection
+//! are answered in publish order, so that a return is always seen before the confirm of the
+//! message it belongs to is answered.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -98,6 +106,42 @@ struct Pending {
     generation: u64,
     /// Lost connections on which it was the oldest unconfirmed message.
     blamed: u32,
+    /// The broker's answer on `generation`, kept until every older message of that connection
+    /// has its own (`true`: ack).
+    answered: Option<bool>,
+    /// The broker returned it: no queue is bound to its routing key.
+    returned: bool,
+}
+
+impl Pending {
+    fn is(&self, message: &lapin::message::BasicReturnMessage) -> bool {
+        let delivery = &message.delivery;
+        delivery.exchange == self.out.exchange
+            && delivery.routing_key == self.out.routing_key
+            && delivery.data == self.out.body
+    }
+
+    /// What its caller gets, once the broker answered.
+    fn outcome(&self, acked: bool) -> Result<()> {
+        if self.returned {
+            return Err(Error::new(
+                ErrorKind::Unroutable,
+                format!(
+                    "no queue is bound to routing key {:?} on exchange {:?}",
+                    self.out.routing_key.as_str(),
+                    self.out.exchange.as_str()
+                ),
+            ));
+        }
+        if acked {
+            Ok(())
+        } else {
+            Err(Error::transport(format!(
+                "RabbitMQ refused the message for {:?} (nack)",
+                self.out.routing_key.as_str()
+            )))
+        }
+    }
 }
 
 /// Bytes of the content header frame that carries `properties`: the frame's own 8 bytes, the
@@ -124,6 +168,16 @@ impl State {
     /// A new connection: everything unconfirmed is written again, in order, except the oldest
     /// message of a lost connection when it has now been that `attempts` times.
     fn connected(&mut self, link: Option<Arc<Link>>) {
+        // Answers kept for order: no return can come for them any more.
+        let answered: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.answered.is_some())
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in answered {
+            self.answer(seq);
+        }
         if let Some(l) = &link {
             let head = self
                 .pending
@@ -240,25 +294,60 @@ impl State {
         {
             return; // written again on a newer connection; that confirm decides
         }
-        let Some(p) = self.pending.remove(&seq) else {
-            return;
+        let (acked, returned) = match confirmation {
+            Confirmation::Ack(returned) => (true, returned),
+            Confirmation::Nack(returned) => (false, returned),
+            Confirmation::NotRequested => (true, None),
         };
-        let result = match confirmation {
-            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-            Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => Err(Error::new(
-                ErrorKind::Unroutable,
-                format!(
-                    "no queue is bound to routing key {:?} on exchange {:?}",
-                    p.out.routing_key.as_str(),
-                    p.out.exchange.as_str()
-                ),
-            )),
-            Confirmation::Nack(None) => Err(Error::transport(format!(
-                "RabbitMQ refused the message for {:?} (nack)",
-                p.out.routing_key.as_str()
-            ))),
+        if let Some(message) = returned {
+            self.mark_returned(seq, generation, &message);
+        }
+        if let Some(p) = self.pending.get_mut(&seq) {
+            p.answered = Some(acked);
+        }
+        // Answer in publish order: a return lapin gives to an older message's confirm is seen
+        // before the message it belongs to is answered.
+        let ready: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.generation == generation)
+            .map_while(|(seq, p)| p.answered.map(|_| *seq))
+            .collect();
+        for seq in ready {
+            self.answer(seq);
+        }
+    }
+
+    /// Marks the publish `message` is the return of: the one whose confirm brought it if it
+    /// matches, else the oldest matching one of the same connection not marked yet.
+    fn mark_returned(
+        &mut self,
+        seq: u64,
+        generation: u64,
+        message: &lapin::message::BasicReturnMessage,
+    ) {
+        let owner = if self.pending.get(&seq).is_some_and(|p| p.is(message)) {
+            self.pending.get_mut(&seq)
+        } else {
+            self.pending
+                .values_mut()
+                .find(|p| p.generation == generation && !p.returned && p.is(message))
         };
-        let _ = p.reply.send(result);
+        match owner {
+            Some(p) => p.returned = true,
+            None => tracing::warn!(
+                routing_key = %message.delivery.routing_key,
+                "RabbitMQ returned a message that no waiting publish matches"
+            ),
+        }
+    }
+
+    /// Answers a message the broker answered.
+    fn answer(&mut self, seq: u64) {
+        if let Some(p) = self.pending.remove(&seq) {
+            let outcome = p.outcome(p.answered.unwrap_or(true));
+            let _ = p.reply.send(outcome);
+        }
     }
 
     /// Fails the messages that could not be written on a live connection before their deadline.
@@ -320,6 +409,8 @@ async fn run(
                         deadline: Instant::now() + timeout,
                         generation: 0,
                         blamed: 0,
+                        answered: None,
+                        returned: false,
                     });
                     state.unsent.push_back(next_seq);
                 }
@@ -443,6 +534,86 @@ mod tests {
             "{connections} connections for 3 attempts"
         );
         assert!(started.elapsed() < Duration::from_secs(20));
+        channel
+            .queue_delete(unique.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = admin.close(200, "done".into()).await;
+    }
+
+    /// Persistent messages for a durable queue, each followed by one no queue takes: the broker
+    /// returns the second at once while the first waits for the disk, and its acks often cover
+    /// several messages. Each publish gets its own outcome, whatever order the acks come in.
+    #[actix_rt::test]
+    async fn a_returned_message_fails_its_own_publish_and_no_other() {
+        let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+        let config = Arc::new(RabbitMqConfig::from_url(url).unwrap_or_else(|e| panic!("{e}")));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let unique = format!("cqrs_returned_test_{}_{nanos}", std::process::id());
+        let admin = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("RabbitMQ on 127.0.0.1:5672: {e}"));
+        let channel = admin
+            .create_channel()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Durable, so that its persistent messages are confirmed only once on disk; the broker
+        // deletes it a minute after its last use, also when the test fails.
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-expires".into(),
+            lapin::types::AMQPValue::LongUInt(60_000),
+        );
+        channel
+            .queue_declare(
+                unique.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+
+        let sink = Sink.start();
+        let (link_tx, link_rx) = watch::channel(None);
+        let lost = link::spawn(
+            Arc::clone(&config),
+            Arc::new(Mutex::new(Vec::new())),
+            link_tx,
+            sink.clone().recipient().downgrade(),
+        );
+        let limits = Limits {
+            window: 64,
+            timeout: Duration::from_secs(30),
+            attempts: 3,
+        };
+        let publisher = ConfirmPipeline::spawn(link_rx, lost, limits);
+        let nowhere = format!("{unique}_nowhere");
+        let mut answers = Vec::new();
+        for i in 0..400 {
+            let routed = i % 2 == 0;
+            let key = if routed { &unique } else { &nowhere };
+            let mut out = outgoing("", key);
+            out.body = format!("{{\"n\": {i}}}").into_bytes();
+            answers.push((routed, publisher.publish(out)));
+        }
+        let mut wrong = Vec::new();
+        for (i, (routed, answer)) in answers.into_iter().enumerate() {
+            match (routed, answer.await) {
+                (true, Ok(())) => {}
+                (false, Err(e)) if e.kind() == ErrorKind::Unroutable => {}
+                (routed, outcome) => wrong.push(format!("#{i} routed={routed}: {outcome:?}")),
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} wrong outcomes: {wrong:?}",
+            wrong.len()
+        );
         channel
             .queue_delete(unique.as_str().into(), QueueDeleteOptions::default())
             .await
