@@ -117,7 +117,7 @@ async fn revision_rules(backend: Backend) {
     assert_eq!((row.cqrs_revision, row.title.as_str()), (1, "v1"));
     assert_eq!(
         apply(&table, save(5, "gap")).await.unwrap(),
-        Applied::Updated,
+        Applied::UpdatedAfterGap { missing: 3 },
         "a gap is applied"
     );
     assert_eq!(

@@ -109,6 +109,12 @@ pub enum Applied {
     Created,
     /// A row was updated.
     Updated,
+    /// A row was updated by a SAVE whose revision skipped `missing` revisions: events were
+    /// lost or filtered out between the master and this replica.
+    UpdatedAfterGap {
+        /// How many revisions were skipped.
+        missing: i64,
+    },
     /// A row was deleted.
     Deleted,
     /// Nothing was written, for this reason.

@@ -127,9 +127,13 @@ impl MemoryTable {
                 state.rows.insert(pk, row);
                 Applied::Created
             }
-            Decision::Apply | Decision::ApplyAfterGap { .. } | Decision::ApplyDowngrade => {
+            Decision::Apply | Decision::ApplyDowngrade => {
                 state.rows.insert(pk, row);
                 Applied::Updated
+            }
+            Decision::ApplyAfterGap { missing } => {
+                state.rows.insert(pk, row);
+                Applied::UpdatedAfterGap { missing }
             }
             Decision::IgnoreStale => Applied::Skipped(Skip::Stale),
             Decision::IgnoreDuplicate => Applied::Skipped(Skip::Duplicate),
@@ -170,7 +174,7 @@ mod tests {
         );
         assert_eq!(
             t.apply_event(&event(SignalType::Save, 1, 3)).unwrap(),
-            Applied::Updated
+            Applied::UpdatedAfterGap { missing: 2 }
         );
         assert_eq!(
             t.apply_event(&event(SignalType::Save, 1, 2)).unwrap(),

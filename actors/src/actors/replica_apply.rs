@@ -262,7 +262,10 @@ async fn apply_batch(
 fn log_applied(shared: &ReplicaShared, span: &tracing::Span, applied: Applied) {
     let _enter = span.enter();
     match applied {
-        Applied::Created | Applied::Updated | Applied::Deleted => {
+        Applied::Created
+        | Applied::Updated
+        | Applied::UpdatedAfterGap { .. }
+        | Applied::Deleted => {
             shared.metrics.add_applied(1);
             tracing::debug!(event = "applied", outcome = ?applied, "CQRS is applied");
         }

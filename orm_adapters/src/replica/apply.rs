@@ -503,9 +503,8 @@ impl Ledger {
 fn applied(decision: Decision) -> Applied {
     match decision {
         Decision::Create => Applied::Created,
-        Decision::Apply | Decision::ApplyAfterGap { .. } | Decision::ApplyDowngrade => {
-            Applied::Updated
-        }
+        Decision::Apply | Decision::ApplyDowngrade => Applied::Updated,
+        Decision::ApplyAfterGap { missing } => Applied::UpdatedAfterGap { missing },
         Decision::IgnoreStale => Applied::Skipped(Skip::Stale),
         Decision::IgnoreDuplicate => Applied::Skipped(Skip::Duplicate),
         Decision::IgnoreDeleted => Applied::Skipped(Skip::Deleted),
