@@ -16,8 +16,8 @@ use actix::prelude::*;
 use cqrs_sync::orm::{MasterTable, Outbox};
 use cqrs_sync::transport::{
     Cancel, ConsumerTag, DeadLetter, Declare, DeleteQueue, DescribeQueue, Inspect, ListDeadLetters,
-    Park, Publish, PublishDeadLetter, PurgeDeadLetters, QueueStats, RetryDeadLetters, RetryReport,
-    Settle, Subscribe, TopologyObject,
+    Park, Ping, Publish, PublishDeadLetter, PurgeDeadLetters, QueueStats, RetryDeadLetters,
+    RetryReport, Settle, Subscribe, TopologyObject,
 };
 use cqrs_sync::transports::memory::MemoryBroker;
 use cqrs_sync::{
@@ -151,6 +151,7 @@ forward!(Cancel, (), |t, m| t.cancel(m.consumer, m.release));
 forward!(Park, (), |t, m| t.park(m.message, m.delay));
 forward!(PublishDeadLetter, (), |t, m| t.dead_letter(m));
 forward!(Inspect, QueueStats, |t, m| t.inspect(m.queue));
+forward!(Ping, (), |t, _m| t.ping());
 forward!(ListDeadLetters, Vec<DeadLetter>, |t, m| t
     .list_dead_letters(m));
 forward!(RetryDeadLetters, RetryReport, |t, m| t

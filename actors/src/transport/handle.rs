@@ -9,7 +9,7 @@ use actix::dev::RecipientRequest;
 use actix::prelude::*;
 
 use super::messages::{
-    Cancel, ConsumerTag, Declare, DeliveryTag, Inspect, OutgoingMessage, Park, Publish,
+    Cancel, ConsumerTag, Declare, DeliveryTag, Inspect, OutgoingMessage, Park, Ping, Publish,
     PublishDeadLetter, QueueStats, Settle, Settlement, Subscribe,
 };
 use super::operator::{
@@ -29,6 +29,7 @@ pub trait Transport:
     + Handler<Park>
     + Handler<PublishDeadLetter>
     + Handler<Inspect>
+    + Handler<Ping>
     + Handler<ListDeadLetters>
     + Handler<RetryDeadLetters>
     + Handler<PurgeDeadLetters>
@@ -47,6 +48,8 @@ impl<A> Transport for A where
         + Handler<Park>
         + Handler<PublishDeadLetter>
         + Handler<Inspect>
+        + Handler<Ping>
+        + Handler<Ping>
         + Handler<ListDeadLetters>
         + Handler<RetryDeadLetters>
         + Handler<PurgeDeadLetters>
@@ -71,6 +74,7 @@ pub struct TransportHandle {
     park: Recipient<Park>,
     dead_letter: Recipient<PublishDeadLetter>,
     inspect: Recipient<Inspect>,
+    ping: Recipient<Ping>,
     list_dead_letters: Recipient<ListDeadLetters>,
     retry_dead_letters: Recipient<RetryDeadLetters>,
     purge_dead_letters: Recipient<PurgeDeadLetters>,
@@ -101,6 +105,7 @@ impl TransportHandle {
             park: addr.clone().recipient(),
             dead_letter: addr.clone().recipient(),
             inspect: addr.clone().recipient(),
+            ping: addr.clone().recipient(),
             list_dead_letters: addr.clone().recipient(),
             retry_dead_letters: addr.clone().recipient(),
             purge_dead_letters: addr.clone().recipient(),
@@ -191,6 +196,11 @@ impl TransportHandle {
         flatten(self.inspect.send(Inspect {
             queue: queue.into(),
         }))
+    }
+
+    /// Sends [`Ping`].
+    pub fn ping(&self) -> impl Future<Output = Result<()>> + 'static {
+        flatten(self.ping.send(Ping))
     }
 
     /// Sends [`ListDeadLetters`]: the dead letters stay where they are.

@@ -297,6 +297,13 @@ pub struct QueueStats {
     pub dead_letters: u64,
 }
 
+/// Asks whether the broker connection is up now: `Ok` when the transport could talk to the
+/// broker at once, an [`ErrorKind::Transport`](crate::ErrorKind::Transport) error saying why
+/// not otherwise. Answers without waiting for a reconnect (health probes).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<()>")]
+pub struct Ping;
+
 /// Asks for a queue's message counts.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<QueueStats>")]

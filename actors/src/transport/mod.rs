@@ -15,6 +15,7 @@
 //! | [`PublishDeadLetter`] | framework → transport | the dead letter is confirmed in the dead-letter queue |
 //! | [`Cancel`] | framework → transport | no new deliveries; or (`release`) unacknowledged ones go back |
 //! | [`Inspect`] | framework → transport | message counts of a queue |
+//! | [`Ping`] | framework → transport | whether the broker connection is up now (health) |
 //! | [`ListDeadLetters`] | operator → transport | dead letters, left in place and in order |
 //! | [`RetryDeadLetters`] | operator → transport | each dead letter republished (confirmed), then removed |
 //! | [`PurgeDeadLetters`] | operator → transport | dead letters deleted, with their count |
@@ -56,7 +57,7 @@ mod operator;
 pub use handle::{Transport, TransportHandle};
 pub use messages::{
     Cancel, ConsumerTag, Declare, Deliveries, Delivery, DeliveryTag, HEADER_ERROR, HEADER_REASON,
-    HEADER_TRACEPARENT, Headers, Inspect, MAX_DELIVERIES, OutgoingMessage, Park, Publish,
+    HEADER_TRACEPARENT, Headers, Inspect, MAX_DELIVERIES, OutgoingMessage, Park, Ping, Publish,
     PublishDeadLetter, QueueStats, Route, Settle, Settlement, Subscribe,
 };
 pub use operator::{

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use cqrs_actors::transport::{
-    Cancel, ConsumerTag, Declare, Deliveries, Inspect, MAX_DELIVERIES, Park, Publish,
+    Cancel, ConsumerTag, Declare, Deliveries, Inspect, MAX_DELIVERIES, Park, Ping, Publish,
     PublishDeadLetter, QueueStats, Settle, Settlement, Subscribe,
 };
 use cqrs_actors::{Error, ErrorKind, Result};
@@ -358,6 +358,15 @@ impl Handler<PublishDeadLetter> for MemoryBroker {
             seq: self.next_seq(),
         };
         self.enqueue_back(&msg.dead_letter_queue, message, ctx);
+        Ok(())
+    }
+}
+
+impl Handler<Ping> for MemoryBroker {
+    type Result = Result<()>;
+
+    /// The broker lives in this process: it is up while its actor runs.
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Result<()> {
         Ok(())
     }
 }

@@ -35,7 +35,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use cqrs_actors::transport::{
-    ConsumerTag, Declare, DeleteQueue, DescribeQueue, Inspect, QueueStats, TopologyObject,
+    ConsumerTag, Declare, DeleteQueue, DescribeQueue, Inspect, Ping, QueueStats, TopologyObject,
 };
 use cqrs_actors::{Error, ErrorKind, Result, TransportHandle};
 use lapin::options::QueueDeclareOptions;
@@ -241,6 +241,22 @@ impl Handler<Declare> for RabbitMqTransport {
                 }
             }
         })
+    }
+}
+
+impl Handler<Ping> for RabbitMqTransport {
+    type Result = Result<()>;
+
+    /// Up while a connection with its publishing channel stands; the connection task clears
+    /// it the moment the broker closes either, and sets it again once it reconnected.
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Result<()> {
+        match self.link.borrow().as_ref() {
+            Some(link) if link.connection.status().connected() => Ok(()),
+            _ => Err(Error::transport(format!(
+                "no connection to RabbitMQ at {}; reconnecting",
+                self.config.redacted_url()
+            ))),
+        }
     }
 }
 

@@ -9,7 +9,8 @@ use ::redis::Value;
 use ::redis::aio::ConnectionManager;
 use actix::prelude::*;
 use cqrs_actors::transport::{
-    Cancel, ConsumerTag, Declare, Inspect, Park, Publish, QueueStats, Settle, Settlement, Subscribe,
+    Cancel, ConsumerTag, Declare, Inspect, Park, Ping, Publish, QueueStats, Settle, Settlement,
+    Subscribe,
 };
 use cqrs_actors::{Error, ErrorKind, Result, TransportHandle};
 use tokio::sync::{Notify, oneshot, watch};
@@ -542,6 +543,21 @@ impl Handler<Cancel> for RedisTransport {
             }
         }
         Ok(())
+    }
+}
+
+impl Handler<Ping> for RedisTransport {
+    type Result = ResponseFuture<Result<()>>;
+
+    /// A `PING` on the control connection, answered within the response timeout.
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
+        let mut control = self.control.clone();
+        Box::pin(async move {
+            ::redis::cmd("PING")
+                .query_async::<()>(&mut control)
+                .await
+                .map_err(|e| redis_error("PING", e))
+        })
     }
 }
 
