@@ -1,13 +1,14 @@
 #![doc = include_str!("../README.md")]
 
 pub use cqrs_actors::{
-    Applied, Backoff, BackoffKind, Codec, CodecName, Connect, CqrsConfig, CqrsSystem,
-    CqrsSystemBuilder, DecodeError, EncodeError, EncodedEvent, Envelope, Error, ErrorKind,
-    JsonObject, MasterBinding, MasterConfig, MasterModel, MasterRegistration, MasterSlot,
-    MemoryOutbox, MemoryTable, Metrics, MetricsSnapshot, ModelConfig, OutboxStore, Publisher,
-    Registry, RegistryBuilder, ReplicaConfig, ReplicaEvent, ReplicaHandler, ReplicaModel, Result,
-    RetryDecision, RetryPolicy, Route, Row, SecretUrl, SignalType, Skip, StoredEvent,
-    TransportHandle, handler_fn, revision, transport, values,
+    Applied, Backoff, BackoffKind, Check, Codec, CodecName, Connect, CqrsConfig, CqrsSystem,
+    CqrsSystemBuilder, DecodeError, EncodeError, EncodedEvent, Envelope, Error, ErrorKind, Health,
+    HealthProbe, IdSnapshot, JsonObject, MasterBinding, MasterConfig, MasterModel,
+    MasterRegistration, MasterSlot, MemoryOutbox, MemoryTable, Metrics, MetricsSnapshot,
+    ModelConfig, ObservabilityConfig, OutboxStore, Probe, Publisher, Registry, RegistryBuilder,
+    ReplicaConfig, ReplicaEvent, ReplicaHandler, ReplicaModel, Result, RetryDecision, RetryPolicy,
+    Route, Row, SecretUrl, SignalType, Skip, StoredEvent, TransportHandle, handler_fn, revision,
+    stats, transport, values,
 };
 pub use cqrs_transports::UrlConnector;
 
@@ -62,6 +63,9 @@ pub mod orm {
         to_json,
     };
 }
+
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 
 /// The `cqrs` command's tree and tools (feature `cli`): mount [`cli::Command`] in a service's
 /// own binary, over [`cli::Tools`] built with its tables.

@@ -148,6 +148,13 @@ pub trait ReplicaHandler: Send + Sync + 'static {
             out
         }
     }
+
+    /// Whether the handler can apply events now, for the service's readiness probe (see
+    /// [`CqrsSystem::health`](crate::CqrsSystem::health)): a table adapter checks that its
+    /// database answers. By default always ready.
+    fn check(&self) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// A handler written as a closure (see [`handler_fn`]).
@@ -193,6 +200,8 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub(crate) trait DynHandler: Send + Sync {
     fn apply_batch<'a>(&'a self, events: &'a [ReplicaEvent])
     -> BoxFuture<'a, Vec<Result<Applied>>>;
+
+    fn check(&self) -> BoxFuture<'_, Result<()>>;
 }
 
 impl<H: ReplicaHandler> DynHandler for H {
@@ -201,6 +210,10 @@ impl<H: ReplicaHandler> DynHandler for H {
         events: &'a [ReplicaEvent],
     ) -> BoxFuture<'a, Vec<Result<Applied>>> {
         Box::pin(ReplicaHandler::apply_batch(self, events))
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(ReplicaHandler::check(self))
     }
 }
 

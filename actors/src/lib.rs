@@ -17,6 +17,7 @@ mod config;
 mod envelope;
 mod error;
 mod handler;
+mod health;
 mod master;
 mod memory_table;
 mod outbox;
@@ -24,6 +25,7 @@ mod registry;
 mod retry;
 pub mod revision;
 mod secret_url;
+pub mod stats;
 mod system;
 mod telemetry;
 pub mod transport;
@@ -33,19 +35,21 @@ pub use codec::{
     Codec, DecodeError, EncodeError, JSON_CONTENT_TYPE, MSGPACK_CONTENT_TYPE, expiry_after,
 };
 pub use config::{
-    BackoffKind, CodecName, CqrsConfig, MasterConfig, MaxRetries, ModelConfig, ReplicaConfig,
-    SecretUrl, Ttl,
+    BackoffKind, CodecName, CqrsConfig, MasterConfig, MaxRetries, ModelConfig, ObservabilityConfig,
+    ReplicaConfig, SecretUrl, Ttl,
 };
 pub use envelope::{Envelope, JsonObject, SignalType, UnknownSignalType};
 pub use error::{Error, ErrorKind, MAX_MESSAGE_LEN, Result};
 pub use handler::{Applied, FnHandler, ReplicaEvent, ReplicaHandler, Skip, handler_fn};
+pub use health::{Check, Health, Probe};
 pub use master::{MasterBinding, MasterRegistration, MasterSlot};
 pub use memory_table::{MemoryTable, Row};
 pub use outbox::{EncodedEvent, MemoryOutbox, OutboxStore, StoredEvent};
 pub use registry::{MasterModel, Registry, RegistryBuilder, ReplicaModel};
 pub use retry::{Backoff, REASON_RETRIES_EXHAUSTED, RetryDecision, RetryPolicy, ShouldRetry};
-pub use system::{Connect, CqrsSystem, CqrsSystemBuilder, Publisher};
-pub use telemetry::{Metrics, MetricsSnapshot, envelope_span};
+pub use stats::{IdSnapshot, Metrics, MetricsSnapshot};
+pub use system::{Connect, CqrsSystem, CqrsSystemBuilder, HealthProbe, Publisher};
+pub use telemetry::envelope_span;
 pub use transport::{Route, TransportHandle};
 
 /// What an application author needs, in one import.

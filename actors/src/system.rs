@@ -3,23 +3,25 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
 use serde_json::Value;
 
 use crate::actors::{
-    DeadLetterer, Drain, Produce, Producer, RelayHandle, RelaySettings, ReplicaApply,
+    DeadLetterer, Drain, Produce, Producer, RelayControl, RelayHandle, RelaySettings, ReplicaApply,
     ReplicaShared, Retrier, Router,
 };
 use crate::config::CqrsConfig;
 use crate::envelope::{Envelope, JsonObject, SignalType};
 use crate::error::{Error, Result};
+use crate::health::{Health, Probe};
 use crate::master::{MasterBinding, MasterRegistration};
 use crate::outbox::{EncodedEvent, OutboxStore};
 use crate::registry::{Registry, RegistryBuilder, ReplicaModel};
 use crate::retry::RetryPolicy;
-use crate::telemetry::{Metrics, MetricsSnapshot};
+use crate::stats::{Metrics, MetricsSnapshot, QueueSnapshot};
 use crate::transport::{ConsumerTag, Declare, Route, Subscribe, TransportHandle};
 
 /// Connects the transport a configuration's `url` names, for builders given none (the
@@ -142,7 +144,14 @@ impl CqrsSystemBuilder {
         for (outbox, ids) in &outboxes {
             check_outbox(outbox.as_ref(), ids).await?;
         }
+        let registered = registry
+            .master_ids()
+            .into_iter()
+            .chain(registry.replica_ids());
         let metrics = Arc::new(Metrics::default());
+        for id in registered {
+            metrics.register(&id);
+        }
         let producer = Producer::new(
             transport.clone(),
             Arc::clone(&registry),
@@ -189,8 +198,12 @@ impl CqrsSystemBuilder {
             metrics,
             relays,
             replica: None,
+            config: Arc::clone(&config),
+            registry: Arc::clone(&registry),
+            sampler: None,
         };
         if registry.replica_ids().is_empty() {
+            system.sampler = Some(system.start_sampler());
             return Ok(system);
         }
         let queue = config
@@ -235,11 +248,13 @@ impl CqrsSystemBuilder {
             .await?;
         system.replica = Some(ReplicaSide {
             consumer,
+            queue: config.queue().unwrap_or_default().to_owned(),
             router,
             shards,
             retrier,
             dead_letters,
         });
+        system.sampler = Some(system.start_sampler());
         Ok(system)
     }
 }
@@ -307,6 +322,7 @@ fn retry_policies(registry: &Registry, config: &CqrsConfig) -> HashMap<String, R
 
 struct ReplicaSide {
     consumer: ConsumerTag,
+    queue: String,
     router: Addr<Router>,
     shards: Vec<Addr<ReplicaApply>>,
     retrier: Addr<Retrier>,
@@ -339,6 +355,18 @@ pub struct CqrsSystem {
     metrics: Arc<Metrics>,
     relays: Vec<RelayHandle>,
     replica: Option<ReplicaSide>,
+    config: Arc<CqrsConfig>,
+    registry: Arc<Registry>,
+    /// Samples the gauges read from the broker and the outboxes.
+    sampler: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for CqrsSystem {
+    fn drop(&mut self) {
+        if let Some(sampler) = self.sampler.take() {
+            sampler.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for CqrsSystem {
@@ -366,10 +394,79 @@ impl CqrsSystem {
         &self.transport
     }
 
-    /// The counters so far.
+    /// The figures so far: totals, and each CQRS id's own (see [`stats`](crate::stats)).
+    /// The gauges read from the broker and the outboxes are as last sampled
+    /// (`observability.sample_interval`).
     #[must_use]
     pub fn metrics(&self) -> MetricsSnapshot {
         self.metrics.snapshot()
+    }
+
+    /// The live figures, shared with the actors (for an exporter that reads them itself).
+    #[must_use]
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Samples the gauges now instead of at the next `observability.sample_interval`.
+    pub async fn sample(&self) {
+        sample(&self.sampling()).await;
+    }
+
+    fn sampling(&self) -> Sampling {
+        Sampling {
+            metrics: Arc::clone(&self.metrics),
+            transport: self.transport.clone(),
+            outboxes: self
+                .relays
+                .iter()
+                .map(|r| (Arc::clone(&r.outbox), Arc::clone(&r.cqrs_ids)))
+                .collect(),
+            queue: self.replica.as_ref().map(|r| r.queue.clone()),
+            timeout: self.config.observability().probe_timeout(),
+        }
+    }
+
+    fn start_sampler(&self) -> tokio::task::JoinHandle<()> {
+        let sampling = self.sampling();
+        let every = self.config.observability().sample_interval();
+        actix::spawn(async move {
+            loop {
+                sample(&sampling).await;
+                tokio::time::sleep(every).await;
+            }
+        })
+    }
+
+    /// Liveness and readiness, for Kubernetes probes: see [`HealthProbe::check`].
+    pub async fn health(&self) -> Health {
+        self.health_probe().check().await
+    }
+
+    /// A handle that checks this system's health from elsewhere (an HTTP endpoint's task);
+    /// cheap to clone.
+    #[must_use]
+    pub fn health_probe(&self) -> HealthProbe {
+        HealthProbe {
+            transport: self.transport.clone(),
+            registry: Arc::clone(&self.registry),
+            config: Arc::clone(&self.config),
+            metrics: Arc::clone(&self.metrics),
+            relays: self
+                .relays
+                .iter()
+                .map(|r| {
+                    (
+                        (Arc::clone(&r.outbox), Arc::clone(&r.cqrs_ids)),
+                        r.control(),
+                    )
+                })
+                .collect(),
+            replica: self
+                .replica
+                .as_ref()
+                .map(|r| (r.queue.clone(), r.router.clone(), r.shards.clone())),
+        }
     }
 
     /// Waits until every master event written so far is confirmed by the broker: each
@@ -416,6 +513,175 @@ impl CqrsSystem {
             self.transport.cancel(r.consumer, true).await?;
         }
         Ok(())
+    }
+}
+
+/// An outbox and the CQRS ids relayed from it.
+type Outboxed = (Arc<dyn OutboxStore>, Arc<[String]>);
+
+/// Checks a [`CqrsSystem`]'s health (see [`CqrsSystem::health_probe`]). Cheap to clone.
+#[derive(Clone)]
+pub struct HealthProbe {
+    transport: TransportHandle,
+    registry: Arc<Registry>,
+    config: Arc<CqrsConfig>,
+    metrics: Arc<Metrics>,
+    relays: Vec<(Outboxed, Arc<RelayControl>)>,
+    replica: Option<(String, Addr<Router>, Vec<Addr<ReplicaApply>>)>,
+}
+
+impl std::fmt::Debug for HealthProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthProbe")
+            .field("transport", &self.transport)
+            .field("outboxes", &self.relays.len())
+            .field("consuming", &self.replica.is_some())
+            .finish()
+    }
+}
+
+impl HealthProbe {
+    /// Liveness and readiness, for Kubernetes probes (`GET /healthz` and `GET /readyz` of the
+    /// `prometheus` feature's endpoint answer with it). Each check waits at most
+    /// `observability.probe_timeout`:
+    /// - `transport` (ready): the broker connection is up ([`Ping`](crate::transport::Ping));
+    /// - `database:<cqrs_id>` (ready): each replica model's handler can apply now (a table
+    ///   adapter pings its database);
+    /// - `outbox:<name>` (ready): each outbox answers, and its relay moved (deleted relayed
+    ///   events or found none waiting) within `observability.relay_stuck_after`, unless another
+    ///   process holds its lease;
+    /// - `workers` (live): fewer than `observability.crash_loop_restarts` worker restarts in
+    ///   the last minute;
+    /// - `consumer` (live): the replica's router and workers run.
+    pub async fn check(&self) -> Health {
+        let obs = self.config.observability();
+        let timeout = obs.probe_timeout();
+        let mut health = Health::default();
+        health.push(
+            "transport",
+            Probe::Ready,
+            within(timeout, self.transport.ping())
+                .await
+                .map(|()| format!("{} connected", self.transport.name())),
+        );
+        for id in self.registry.replica_ids() {
+            let Some(model) = self.registry.replica(&id) else {
+                continue;
+            };
+            let handler = Arc::clone(model.handler());
+            health.push(
+                format!("database:{id}"),
+                Probe::Ready,
+                within(timeout, handler.check())
+                    .await
+                    .map(|()| "answers".to_owned()),
+            );
+        }
+        for ((outbox, cqrs_ids), control) in &self.relays {
+            let name = format!("outbox:{}", outbox.name());
+            let answers = within(timeout, outbox.waiting()).await;
+            let status = control.status().clone();
+            let still = status.moved.elapsed();
+            let result = match answers {
+                Err(e) => Err(e),
+                Ok(waiting) => {
+                    let depth: u64 = waiting
+                        .iter()
+                        .filter(|(id, _)| cqrs_ids.contains(id))
+                        .map(|(_, n)| n)
+                        .sum();
+                    if !status.leader {
+                        Ok(format!("{depth} waiting; another process relays it"))
+                    } else if depth > 0 && still > obs.relay_stuck_after() {
+                        Err(format!(
+                            "{depth} events waiting and the relay has not moved for {:.0} s{}",
+                            still.as_secs_f64(),
+                            status.error.map(|e| format!(": {e}")).unwrap_or_default()
+                        ))
+                    } else {
+                        Ok(format!("{depth} waiting"))
+                    }
+                }
+            };
+            health.push(name, Probe::Ready, result);
+        }
+        let restarts = self.metrics.restarts_within(Duration::from_secs(60));
+        let limit = obs.crash_loop_restarts() as usize;
+        health.push(
+            "workers",
+            Probe::Live,
+            if limit > 0 && restarts >= limit {
+                Err(format!(
+                    "{restarts} worker restarts in the last minute (crash loop)"
+                ))
+            } else {
+                Ok(format!("{restarts} restarts in the last minute"))
+            },
+        );
+        if let Some((queue, router, shards)) = &self.replica {
+            let running = router.connected() && shards.iter().all(Addr::connected);
+            health.push(
+                "consumer",
+                Probe::Live,
+                if running {
+                    Ok(format!("consuming {queue}"))
+                } else {
+                    Err(format!("the actors consuming {queue} stopped"))
+                },
+            );
+        }
+        health
+    }
+}
+
+/// What the sampler reads.
+struct Sampling {
+    metrics: Arc<Metrics>,
+    transport: TransportHandle,
+    outboxes: Vec<Outboxed>,
+    queue: Option<String>,
+    timeout: Duration,
+}
+
+/// Reads the gauges that need a round trip: each outbox's depth per CQRS id, the replica
+/// queue's counts; and hands the in-flight counts to the facade. A failed read leaves the
+/// last value.
+async fn sample(s: &Sampling) {
+    for (outbox, ids) in &s.outboxes {
+        match within(s.timeout, outbox.waiting()).await {
+            Ok(waiting) => {
+                for id in ids.iter() {
+                    s.metrics
+                        .set_outbox_depth(id, waiting.get(id).copied().unwrap_or(0));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(outbox = %outbox.name(), error = %e, "could not sample the outbox depth")
+            }
+        }
+    }
+    if let Some(queue) = &s.queue {
+        match within(s.timeout, s.transport.inspect(queue.clone())).await {
+            Ok(stats) => s.metrics.set_queue(
+                queue,
+                QueueSnapshot {
+                    ready: stats.ready,
+                    parked: stats.parked,
+                    dead_letters: stats.dead_letters,
+                },
+            ),
+            Err(e) => tracing::debug!(queue = %queue, error = %e, "could not sample the queue"),
+        }
+    }
+    s.metrics.sample_in_flight();
+}
+
+/// `fut`'s result, or an error after `timeout`; errors as text (for a health check).
+async fn within<T>(timeout: Duration, fut: impl Future<Output = Result<T>>) -> Result<T, String> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {:.1} s", timeout.as_secs_f64())),
     }
 }
 

@@ -1,7 +1,5 @@
-//! Tracing: one span per envelope with the fields of STYLE.md, lifecycle events named after
-//! django-cqrs's log lines, and the counters a service can read.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! Tracing: one span per envelope with the fields of STYLE.md and lifecycle events named after
+//! django-cqrs's log lines (the figures are in [`stats`](crate::stats)).
 
 use tracing::Span;
 
@@ -25,67 +23,4 @@ pub fn envelope_span(envelope: &Envelope) -> Span {
             .as_deref()
             .map(|c| tracing::field::display(values::excerpt(c))),
     )
-}
-
-/// Counters of one [`CqrsSystem`](crate::CqrsSystem), readable at any time.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    published: AtomicU64,
-    received: AtomicU64,
-    applied: AtomicU64,
-    skipped: AtomicU64,
-    retried: AtomicU64,
-    dead_lettered: AtomicU64,
-    requeued: AtomicU64,
-    restarts: AtomicU64,
-}
-
-/// A copy of the counters at one instant.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MetricsSnapshot {
-    /// Messages published and confirmed.
-    pub published: u64,
-    /// Deliveries received.
-    pub received: u64,
-    /// Events that wrote (created, updated, deleted).
-    pub applied: u64,
-    /// Events acknowledged without a write (stale, duplicate, ignored syncs, ...).
-    pub skipped: u64,
-    /// Retry copies parked.
-    pub retried: u64,
-    /// Dead letters published.
-    pub dead_lettered: u64,
-    /// Deliveries handed back for redelivery.
-    pub requeued: u64,
-    /// ReplicaApply worker restarts (after a panic).
-    pub restarts: u64,
-}
-
-macro_rules! counters {
-    ($($name:ident => $inc:ident),* $(,)?) => {
-        impl Metrics {
-            $(
-                pub(crate) fn $inc(&self, n: u64) {
-                    self.$name.fetch_add(n, Ordering::Relaxed);
-                }
-            )*
-
-            /// Reads every counter.
-            #[must_use]
-            pub fn snapshot(&self) -> MetricsSnapshot {
-                MetricsSnapshot { $($name: self.$name.load(Ordering::Relaxed)),* }
-            }
-        }
-    };
-}
-
-counters! {
-    published => add_published,
-    received => add_received,
-    applied => add_applied,
-    skipped => add_skipped,
-    retried => add_retried,
-    dead_lettered => add_dead_lettered,
-    requeued => add_requeued,
-    restarts => add_restarts,
 }

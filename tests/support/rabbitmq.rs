@@ -73,6 +73,13 @@ impl Vhost {
         .unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Takes every permission of `guest` here away: its connections are refused until
+    /// [`allow_configure`](Self::allow_configure) gives them back.
+    pub fn deny_guest(&self) {
+        rabbitmqctl(&["clear_permissions", "-p", &self.name, "guest"])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// Deletes `queue` from this virtual host, as an operator would.
     pub async fn delete_queue(&self, queue: &str) {
         let url = format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::{Drain, HandBack, IdleWaiters, ReplicaShared};
+use crate::stats::{OTHER_ID, Outcome};
 use crate::transport::{
     DeliveryTag, HEADER_ERROR, HEADER_REASON, Headers, PublishDeadLetter, Settlement,
 };
@@ -77,7 +78,11 @@ impl Handler<DeadLetterRequest> for DeadLetterer {
                     span.in_scope(|| {
                         tracing::warn!(event = "dead_lettered", reason = %req.reason, error = %req.error, "CQRS is added to dead letter queue");
                     });
-                    shared.metrics.add_dead_lettered(1);
+                    shared.metrics.count(
+                        req.cqrs_id.as_deref().unwrap_or(OTHER_ID),
+                        Outcome::DeadLettered,
+                        1,
+                    );
                     if let Err(e) = shared
                         .transport
                         .settle(vec![req.tag], Settlement::Ack)
@@ -87,7 +92,11 @@ impl Handler<DeadLetterRequest> for DeadLetterer {
                     }
                 }
                 Err(e) => {
-                    shared.metrics.add_requeued(1);
+                    shared.metrics.count(
+                        req.cqrs_id.as_deref().unwrap_or(OTHER_ID),
+                        Outcome::Requeued,
+                        1,
+                    );
                     hand_back
                         .after_failure(&shared.transport, req.tag, "dead letter", &e, span)
                         .await;

@@ -27,13 +27,13 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::handler::ReplicaEvent;
 use crate::registry::Registry;
 use crate::retry::RetryPolicy;
-use crate::telemetry::Metrics;
+use crate::stats::{Metrics, Outcome};
 use crate::transport::{Declare, DeliveryTag, Settlement, TransportHandle};
 
 pub(crate) use dead_letter::{DeadLetterRequest, DeadLetterer};
 use hand_back::HandBack;
 pub(crate) use producer::{Produce, Producer};
-pub(crate) use relay::{RelayHandle, RelaySettings};
+pub(crate) use relay::{RelayControl, RelayHandle, RelaySettings};
 pub(crate) use replica_apply::{Apply, ReplicaApply};
 pub(crate) use retry::{Retrier, RetryRequest};
 pub(crate) use router::Router;
@@ -93,16 +93,34 @@ impl ReplicaShared {
     pub async fn hand_back_if_gone<T>(
         &self,
         tags: Vec<DeliveryTag>,
+        ids: IdCounts,
         sent: Result<T, MailboxError>,
         to: &str,
     ) {
         let Err(e) = sent else { return };
         tracing::error!(error = %e, actor = to, deliveries = tags.len(), "actor is gone; handing its deliveries back");
-        self.metrics.add_requeued(tags.len() as u64);
+        for (id, n) in ids {
+            self.metrics.count(&id, Outcome::Requeued, n);
+        }
         if let Err(e) = self.transport.settle(tags, Settlement::Requeue).await {
             tracing::warn!(error = %e, "requeue failed; the deliveries come back when the consumer is released");
         }
     }
+}
+
+/// How many deliveries of each CQRS id a group holds (for the figures of a rare path).
+pub(crate) type IdCounts = Vec<(String, u64)>;
+
+/// Counts the CQRS ids of a group of deliveries.
+pub(crate) fn id_counts<'a>(ids: impl IntoIterator<Item = &'a str>) -> IdCounts {
+    let mut counts: IdCounts = Vec::new();
+    for id in ids {
+        match counts.iter_mut().find(|(i, _)| i == id) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((id.to_owned(), 1)),
+        }
+    }
+    counts
 }
 
 /// A decoded delivery on its way through the replica actors.

@@ -15,7 +15,8 @@ use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind, Result};
 use crate::outbox::EncodedEvent;
 use crate::registry::Registry;
-use crate::telemetry::{Metrics, envelope_span};
+use crate::stats::{Metrics, Outcome};
+use crate::telemetry::envelope_span;
 use crate::transport::{Headers, OutgoingMessage, Route, TransportHandle};
 use crate::values;
 
@@ -113,6 +114,7 @@ impl Producer {
                 break;
             };
             self.in_flight += 1;
+            let cqrs_id = message.route.cqrs_id().to_owned();
             let request = self.transport.publish(message);
             let metrics = Arc::clone(&self.metrics);
             ctx.spawn(
@@ -120,7 +122,7 @@ impl Producer {
                     let result = request.await;
                     match &result {
                         Ok(()) => {
-                            metrics.add_published(1);
+                            metrics.count(&cqrs_id, Outcome::Published, 1);
                             span.in_scope(|| tracing::debug!(event = "published", "CQRS is published"));
                         }
                         Err(e) => span.in_scope(|| tracing::error!(event = "publish_failed", error = %e, "CQRS couldn't be published")),

@@ -6,8 +6,8 @@ use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use crate::error::{ErrorKind, Result};
 use crate::outbox::OutboxStore;
-use crate::telemetry::Metrics;
+use crate::stats::{IdMetrics, Metrics, Outcome};
 use crate::transport::TransportHandle;
 
 /// Rows relayed per round before the relay reads the outbox from its start again, so that a row
@@ -35,12 +35,53 @@ pub(crate) struct RelaySettings {
 }
 
 /// What the system and a running relay share.
-#[derive(Default)]
 pub(crate) struct RelayControl {
     stopping: AtomicBool,
     stop: Notify,
     /// Notified after every deletion of relayed events.
     progress: Notify,
+    status: Mutex<RelayStatus>,
+}
+
+impl Default for RelayControl {
+    fn default() -> Self {
+        Self {
+            stopping: AtomicBool::new(false),
+            stop: Notify::new(),
+            progress: Notify::new(),
+            status: Mutex::new(RelayStatus {
+                leader: false,
+                moved: Instant::now(),
+                error: None,
+            }),
+        }
+    }
+}
+
+impl RelayControl {
+    /// How the relay is doing.
+    pub fn status(&self) -> std::sync::MutexGuard<'_, RelayStatus> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The relay deleted relayed events, or found nothing to relay.
+    fn moved(&self) {
+        let mut s = self.status();
+        s.leader = true;
+        s.moved = Instant::now();
+        s.error = None;
+    }
+}
+
+/// How a relay is doing, for the health check.
+#[derive(Debug, Clone)]
+pub(crate) struct RelayStatus {
+    /// It holds the outbox's lease (another process relays otherwise).
+    pub leader: bool,
+    /// When it last deleted relayed events or found the outbox empty.
+    pub moved: Instant,
+    /// Its last failure, until it moves again.
+    pub error: Option<String>,
 }
 
 /// A running relay.
@@ -96,6 +137,11 @@ impl RelayHandle {
             }
             let _ = tokio::time::timeout(Duration::from_millis(200), progress).await;
         }
+    }
+
+    /// What the relay shares with its handle (its status, for the health check).
+    pub fn control(&self) -> Arc<RelayControl> {
+        Arc::clone(&self.control)
     }
 
     /// Stops reading, waits for the publishes in flight, deletes what they confirmed and gives
@@ -176,12 +222,21 @@ impl Relay {
                 Ok(Round::Stopped) => return,
                 Ok(Round::Busy) => {
                     backoff = Duration::from_millis(100);
+                    self.control.moved();
                     continue;
                 }
                 // Another process holds the lease: try again at the next poll, or at once when a
                 // writer of this process commits (the holder may have given the lease up).
-                Ok(Round::Idle | Round::NotLeader) => {
+                Ok(idle @ (Round::Idle | Round::NotLeader)) => {
                     backoff = Duration::from_millis(100);
+                    if matches!(idle, Round::Idle) {
+                        self.control.moved();
+                    } else {
+                        // Not this process's to relay: nothing for it to be stuck on.
+                        let mut s = self.control.status();
+                        s.leader = false;
+                        s.moved = Instant::now();
+                    }
                     self.report_unknown_ids().await;
                     let wake = self.outbox.wake_signal();
                     let woken = wake.notified();
@@ -197,6 +252,7 @@ impl Relay {
                     continue;
                 }
                 Err(e) => {
+                    self.control.status().error = Some(e.to_string());
                     // The events stay in the outbox and are tried again, in order; nothing
                     // behind the failing one is published until it goes out.
                     tracing::error!(outbox = %self.outbox.name(), error = %e, retry_in = ?backoff, "outbox relay failed; events wait in the outbox");
@@ -268,7 +324,8 @@ impl Relay {
         let mut cursor = 0;
         let mut exhausted = false;
         let mut sent = 0;
-        let mut in_flight: VecDeque<(i64, Pending)> = VecDeque::with_capacity(window);
+        let mut in_flight: VecDeque<(i64, Arc<IdMetrics>, Pending)> =
+            VecDeque::with_capacity(window);
         let mut confirmed: Vec<i64> = Vec::with_capacity(window);
         loop {
             // Events published but not yet deleted (in flight or confirmed) never exceed the
@@ -284,11 +341,12 @@ impl Relay {
                 for row in rows {
                     cursor = row.id;
                     sent += 1;
+                    let figures = self.metrics.id(row.event.cqrs_id());
                     let publish = self.transport.publish(row.event.into_message());
-                    in_flight.push_back((row.id, Box::pin(publish)));
+                    in_flight.push_back((row.id, figures, Box::pin(publish)));
                 }
             }
-            let Some((id, publish)) = in_flight.pop_front() else {
+            let Some((id, figures, publish)) = in_flight.pop_front() else {
                 self.flush(&mut confirmed).await?;
                 return Ok(if stopping {
                     Round::Stopped
@@ -299,7 +357,7 @@ impl Relay {
                 });
             };
             match publish.await {
-                Ok(()) => self.metrics.add_published(1),
+                Ok(()) => figures.count(Outcome::Published, 1),
                 // No replica queue is bound to the CQRS id: the broker took the event and
                 // delivered it to nobody, as it does for a django-cqrs master. Holding the row
                 // would stop the outbox until some replica appears.
@@ -331,6 +389,7 @@ impl Relay {
         }
         self.outbox.delete(confirmed).await?;
         confirmed.clear();
+        self.control.moved();
         self.control.progress.notify_waiters();
         Ok(())
     }

@@ -5,15 +5,19 @@
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
+use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use futures_util::future::join_all;
 use tokio::sync::oneshot;
 
 use super::{Delivered, Drain, IdleWaiters, Incoming, ReplicaShared, Retrier, RetryRequest};
+use crate::envelope::SignalType;
 use crate::error::{Error, ErrorKind};
 use crate::handler::{Applied, ReplicaEvent, Skip};
+use crate::stats::{IdMetrics, Outcome};
 use crate::transport::Settlement;
 
 /// Events for this worker, in delivery order.
@@ -181,10 +185,14 @@ async fn apply_batch(
         // Lend the events to the handler without copying them; rejoin them afterwards.
         let (events, delivered): (Vec<ReplicaEvent>, Vec<Delivered>) =
             group.into_iter().map(|i| (i.event, i.delivered)).unzip();
+        let started = Instant::now();
         let outcome = AssertUnwindSafe(handler.apply_batch(&events))
             .catch_unwind()
             .await;
         let count = events.len();
+        let figures = shared.metrics.id(&cqrs_id);
+        figures.record_batch(count, started.elapsed().as_secs_f64());
+        let committed = Utc::now();
         let group = events
             .into_iter()
             .zip(delivered)
@@ -194,7 +202,10 @@ async fn apply_batch(
                 for (incoming, result) in group.zip(results) {
                     match result {
                         Ok(applied) => {
-                            log_applied(&shared, &incoming.delivered.span, applied);
+                            log_applied(&figures, &incoming.delivered.span, applied);
+                            if writes(applied) {
+                                record_lag(&figures, &incoming.event, committed);
+                            }
                             acks.push(incoming.delivered.tag);
                         }
                         Err(e) => failures.push((incoming, e)),
@@ -220,6 +231,12 @@ async fn apply_batch(
         tracing::warn!(error = %e, "ack failed; the deliveries will come again and apply idempotently");
     }
     let mut requeue = Vec::new();
+    let requeued = super::id_counts(
+        panicked
+            .iter()
+            .filter(|i| !i.event.is_redelivered())
+            .map(|i| i.event.cqrs_id()),
+    );
     for incoming in panicked.drain(..) {
         if incoming.event.is_redelivered() {
             let err = Error::new(
@@ -233,7 +250,9 @@ async fn apply_batch(
     }
     let panicked =
         !requeue.is_empty() || failures.iter().any(|(_, e)| e.kind() == ErrorKind::Panic);
-    shared.metrics.add_requeued(requeue.len() as u64);
+    for (id, n) in requeued {
+        shared.metrics.count(&id, Outcome::Requeued, n);
+    }
     if let Err(e) = shared.transport.settle(requeue, Settlement::Requeue).await {
         tracing::warn!(error = %e, "requeue failed; the deliveries come back when the consumer is released");
     }
@@ -245,12 +264,15 @@ async fn apply_batch(
                 .span
                 .in_scope(|| tracing::warn!(event = "failed", error = %error, "CQRS is failed"));
             let tag = incoming.delivered.tag;
-            (tag, retrier.send(RetryRequest { incoming, error }))
+            let ids = super::id_counts([incoming.event.cqrs_id()]);
+            ((tag, ids), retrier.send(RetryRequest { incoming, error }))
         })
         .collect();
     let (tags, requests): (Vec<_>, Vec<_>) = sends.into_iter().unzip();
-    for (tag, sent) in tags.into_iter().zip(join_all(requests).await) {
-        shared.hand_back_if_gone(vec![tag], sent, "retrier").await;
+    for ((tag, ids), sent) in tags.into_iter().zip(join_all(requests).await) {
+        shared
+            .hand_back_if_gone(vec![tag], ids, sent, "retrier")
+            .await;
     }
     if panicked {
         BatchEnd::Panicked
@@ -259,32 +281,65 @@ async fn apply_batch(
     }
 }
 
-fn log_applied(shared: &ReplicaShared, span: &tracing::Span, applied: Applied) {
+/// Whether the handler wrote a row.
+fn writes(applied: Applied) -> bool {
+    !matches!(applied, Applied::Skipped(_))
+}
+
+/// The replication lag of a SAVE or DELETE just committed: now minus the master's
+/// `cqrs_updated`. A SYNC re-sends a row as it was last changed, long ago maybe: no lag.
+fn record_lag(figures: &IdMetrics, event: &ReplicaEvent, committed: DateTime<Utc>) {
+    let envelope = event.envelope();
+    if envelope.signal_type == SignalType::Sync {
+        return;
+    }
+    if let Ok(updated) = envelope.require_updated() {
+        let lag = (committed - updated).num_microseconds().unwrap_or(i64::MAX);
+        #[allow(clippy::cast_precision_loss)] // microseconds of a lag, far below 2^52
+        figures.record_lag(lag as f64 / 1e6);
+    }
+}
+
+fn log_applied(figures: &IdMetrics, span: &tracing::Span, applied: Applied) {
     let _enter = span.enter();
     match applied {
-        Applied::Created
-        | Applied::Updated
-        | Applied::UpdatedAfterGap { .. }
-        | Applied::Deleted => {
-            shared.metrics.add_applied(1);
+        Applied::Created | Applied::Updated | Applied::Deleted => {
+            figures.count(Outcome::Applied, 1);
             tracing::debug!(event = "applied", outcome = ?applied, "CQRS is applied");
         }
-        Applied::Skipped(skip) => {
-            shared.metrics.add_skipped(1);
-            match skip {
-                Skip::Stale => tracing::warn!(event = "ignored_stale", "Wrong CQRS sync order"),
-                Skip::Duplicate => {
-                    tracing::warn!(event = "ignored_duplicate", "Received duplicate CQRS data")
-                }
-                Skip::Deleted => tracing::info!(
+        Applied::UpdatedAfterGap { missing } => {
+            figures.count(Outcome::Applied, 1);
+            figures.count(Outcome::Gap, 1);
+            tracing::debug!(
+                event = "applied",
+                missing,
+                "CQRS is applied after a revision gap"
+            );
+        }
+        Applied::Skipped(skip) => match skip {
+            Skip::Stale => {
+                figures.count(Outcome::Stale, 1);
+                tracing::warn!(event = "ignored_stale", "Wrong CQRS sync order");
+            }
+            Skip::Duplicate => {
+                figures.count(Outcome::Duplicate, 1);
+                tracing::warn!(event = "ignored_duplicate", "Received duplicate CQRS data");
+            }
+            Skip::Deleted => {
+                figures.count(Outcome::Skipped, 1);
+                tracing::info!(
                     event = "ignored_deleted",
                     "CQRS data older than the row's delete"
-                ),
-                Skip::BroadcastSync => {
-                    tracing::info!(event = "skipped", "CQRS broadcast sync ignored")
-                }
-                Skip::Missing => tracing::debug!(event = "skipped", "CQRS delete of a missing row"),
+                );
             }
-        }
+            Skip::BroadcastSync => {
+                figures.count(Outcome::Skipped, 1);
+                tracing::info!(event = "skipped", "CQRS broadcast sync ignored");
+            }
+            Skip::Missing => {
+                figures.count(Outcome::Skipped, 1);
+                tracing::debug!(event = "skipped", "CQRS delete of a missing row");
+            }
+        },
     }
 }

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::error::Error;
 use crate::retry::RetryDecision;
+use crate::stats::Outcome;
 use crate::transport::{Headers, OutgoingMessage, Route, Settlement};
 
 /// A message whose apply failed.
@@ -95,7 +96,7 @@ impl Handler<RetryRequest> for Retrier {
                             span.in_scope(|| {
                                 tracing::warn!(event = "retried", error = %error, delay_ms = delay.as_millis() as u64, next_retries = copy.retries, "CQRS is delayed");
                             });
-                            shared.metrics.add_retried(1);
+                            shared.metrics.count(&copy.cqrs_id, Outcome::Retried, 1);
                             if let Err(e) =
                                 shared.transport.settle(vec![tag], Settlement::Ack).await
                             {
@@ -103,7 +104,7 @@ impl Handler<RetryRequest> for Retrier {
                             }
                         }
                         Err(e) => {
-                            shared.metrics.add_requeued(1);
+                            shared.metrics.count(&copy.cqrs_id, Outcome::Requeued, 1);
                             hand_back
                                 .after_failure(&shared.transport, tag, "retry copy", &e, &span)
                                 .await;
@@ -132,9 +133,10 @@ async fn send_dead_letter(
     request: DeadLetterRequest,
 ) {
     let tag = request.tag;
+    let ids = super::id_counts(request.cqrs_id.as_deref());
     let sent = dead_letters.send(request).await;
     shared
-        .hand_back_if_gone(vec![tag], sent, "dead-letterer")
+        .hand_back_if_gone(vec![tag], ids, sent, "dead-letterer")
         .await;
 }
 

@@ -12,12 +12,14 @@ use futures_util::FutureExt;
 use futures_util::future::join_all;
 
 use super::{
-    Apply, DeadLetterRequest, DeadLetterer, Delivered, Drain, Incoming, ReplicaApply, ReplicaShared,
+    Apply, DeadLetterRequest, DeadLetterer, Delivered, Drain, Incoming, ReplicaApply,
+    ReplicaShared, id_counts,
 };
 use crate::codec::Codec;
 use crate::envelope::SignalType;
 use crate::error::{Error, ErrorKind};
 use crate::handler::ReplicaEvent;
+use crate::stats::{OTHER_ID, Outcome};
 use crate::telemetry::envelope_span;
 use crate::transport::{Deliveries, Delivery, Settlement};
 use crate::values;
@@ -92,11 +94,15 @@ impl Router {
         let (codec, envelope) = match decoded {
             Ok(ok) => ok,
             Err(e) => {
+                self.shared.metrics.count(OTHER_ID, Outcome::Received, 1);
                 let span = tracing::info_span!("cqrs.envelope", routing_key = %values::excerpt(&routing_key));
                 span.in_scope(|| tracing::error!(event = "rejected", error = %e, "CQRS message cannot be decoded"));
                 return reject(body, content_type, None, e.into(), span);
             }
         };
+        self.shared
+            .metrics
+            .count(&envelope.cqrs_id, Outcome::Received, 1);
         let span = envelope_span(&envelope);
         span.in_scope(|| tracing::debug!(event = "received", routing_key = %values::excerpt(&routing_key), redelivered, "CQRS is received"));
         let Some(model) = self.shared.registry.replica(&envelope.cqrs_id) else {
@@ -135,7 +141,7 @@ impl Router {
                     "CQRS broadcast sync ignored (only direct syncs)"
                 )
             });
-            self.shared.metrics.add_skipped(1);
+            self.shared.metrics.count(&cqrs_id, Outcome::Skipped, 1);
             return Routed::Ack(tag);
         }
         let shard = self.shard_of(&cqrs_id, &envelope.pk_text());
@@ -170,7 +176,6 @@ impl Handler<Deliveries> for Router {
     /// Routes a batch. Atomic: the next batch is routed only after every worker accepted this
     /// one, which keeps per-row order and passes backpressure back to the transport.
     fn handle(&mut self, msg: Deliveries, _: &mut Context<Self>) -> Self::Result {
-        self.shared.metrics.add_received(msg.0.len() as u64);
         let mut per_shard: Vec<Vec<Incoming>> =
             (0..self.shards.len()).map(|_| Vec::new()).collect();
         let mut dead = Vec::new();
@@ -188,20 +193,24 @@ impl Handler<Deliveries> for Router {
             .filter(|(batch, _)| !batch.is_empty())
             .map(|(batch, shard)| {
                 let tags: Vec<_> = batch.iter().map(|i| i.delivered.tag).collect();
-                (tags, shard.send(Apply(batch)).boxed_local())
+                let ids = id_counts(batch.iter().map(|i| i.event.cqrs_id()));
+                ((tags, ids), shard.send(Apply(batch)).boxed_local())
             })
-            .chain(
-                dead.into_iter()
-                    .map(|req| (vec![req.tag], self.dead_letters.send(req).boxed_local())),
-            )
+            .chain(dead.into_iter().map(|req| {
+                let ids = id_counts(req.cqrs_id.as_deref());
+                (
+                    (vec![req.tag], ids),
+                    self.dead_letters.send(req).boxed_local(),
+                )
+            }))
             .collect();
         let settle = self.shared.transport.settle(acks, Settlement::Ack);
         let shared = Arc::clone(&self.shared);
         let fut = async move {
             let (tags, requests): (Vec<_>, Vec<_>) = sends.into_iter().unzip();
-            for (tags, sent) in tags.into_iter().zip(join_all(requests).await) {
+            for ((tags, ids), sent) in tags.into_iter().zip(join_all(requests).await) {
                 shared
-                    .hand_back_if_gone(tags, sent, "replica worker or dead-letterer")
+                    .hand_back_if_gone(tags, ids, sent, "replica worker or dead-letterer")
                     .await;
             }
             if let Err(e) = settle.await {

@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::retry::{Backoff, RetryPolicy};
 pub use crate::secret_url::SecretUrl;
 pub use forms::{BackoffKind, CodecName, MaxRetries, Ttl};
-pub use sections::{MasterConfig, ModelConfig, ReplicaConfig};
+pub use sections::{MasterConfig, ModelConfig, ObservabilityConfig, ReplicaConfig};
 
 /// The whole configuration, read from a TOML file and `CQRS_*` environment variables
 /// ([`CqrsConfig::load`]) or built in code with the `with_*` setters:
@@ -78,6 +78,7 @@ pub struct CqrsConfig {
     master: MasterConfig,
     replica: ReplicaConfig,
     models: BTreeMap<String, ModelConfig>,
+    observability: ObservabilityConfig,
     /// Options of the RabbitMQ transport, read by the transport (`[rabbitmq]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     rabbitmq: Option<toml::Table>,
@@ -96,6 +97,7 @@ impl Default for CqrsConfig {
             master: MasterConfig::default(),
             replica: ReplicaConfig::default(),
             models: BTreeMap::new(),
+            observability: ObservabilityConfig::default(),
             rabbitmq: None,
             redis: None,
         }
@@ -134,6 +136,18 @@ impl CqrsConfig {
                 self.master.outbox_poll_interval,
             ),
             ("master.outbox_lease_ttl", self.master.outbox_lease_ttl),
+            (
+                "observability.sample_interval",
+                self.observability.sample_interval,
+            ),
+            (
+                "observability.probe_timeout",
+                self.observability.probe_timeout,
+            ),
+            (
+                "observability.relay_stuck_after",
+                self.observability.relay_stuck_after,
+            ),
         ] {
             if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
                 return Err(Error::config(key, "must be a positive number of seconds"));
@@ -206,6 +220,12 @@ impl CqrsConfig {
     #[must_use]
     pub fn replica(&self) -> &ReplicaConfig {
         &self.replica
+    }
+
+    /// The `[observability]` section.
+    #[must_use]
+    pub fn observability(&self) -> &ObservabilityConfig {
+        &self.observability
     }
 
     /// The options table of a transport (`"rabbitmq"` or `"redis"`), if the configuration has

@@ -163,3 +163,52 @@ impl ReplicaConfig {
         self.prefetch
     }
 }
+
+/// The `[observability]` section: how figures are sampled and health is judged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObservabilityConfig {
+    pub(super) sample_interval: f64,
+    pub(super) probe_timeout: f64,
+    pub(super) relay_stuck_after: f64,
+    pub(super) crash_loop_restarts: u32,
+}
+
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        Self {
+            sample_interval: 10.0,
+            probe_timeout: 2.0,
+            relay_stuck_after: 60.0,
+            crash_loop_restarts: 5,
+        }
+    }
+}
+
+impl ObservabilityConfig {
+    /// How often the gauges read from the broker and the outbox are sampled (queue depth,
+    /// parked retries, dead letters, outbox depth); default 10 s.
+    #[must_use]
+    pub fn sample_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.sample_interval)
+    }
+
+    /// How long a health check waits for the broker or a database; default 2 s.
+    #[must_use]
+    pub fn probe_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.probe_timeout)
+    }
+
+    /// How long an outbox relay may go without moving while events wait before the service is
+    /// not ready; default 60 s.
+    #[must_use]
+    pub fn relay_stuck_after(&self) -> Duration {
+        Duration::from_secs_f64(self.relay_stuck_after)
+    }
+
+    /// Worker restarts within a minute that make the service not live (crash loop); default 5.
+    #[must_use]
+    pub fn crash_loop_restarts(&self) -> u32 {
+        self.crash_loop_restarts
+    }
+}

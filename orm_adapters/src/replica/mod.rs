@@ -446,6 +446,20 @@ struct Prepared {
 }
 
 impl ReplicaHandler for ReplicaTable {
+    /// The database answers a ping.
+    async fn check(&self) -> Result<()> {
+        self.db.ping().await.map_err(|e| {
+            Error::with_source(
+                cqrs_actors::ErrorKind::Database,
+                format!(
+                    "the database of table {} does not answer",
+                    self.table_name()
+                ),
+                e,
+            )
+        })
+    }
+
     async fn apply(&self, event: &ReplicaEvent) -> Result<Applied> {
         let mut results = self.apply_batch(std::slice::from_ref(event)).await;
         results
