@@ -46,8 +46,8 @@ const MAX_REQUEST: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Installs the Prometheus recorder for the whole process, with buckets for the
-/// `*_seconds` histograms and `cqrs_apply_batch_size`. Fails when a recorder is already
-/// installed.
+/// `*_seconds` histograms and `cqrs_apply_batch_size`, and the description of every figure.
+/// Fails when a recorder is already installed.
 pub fn install() -> Result<PrometheusHandle> {
     let config = |e: metrics_exporter_prometheus::BuildError| {
         Error::new(
@@ -66,6 +66,7 @@ pub fn install() -> Result<PrometheusHandle> {
         .map_err(config)?
         .install_recorder()
         .map_err(config)
+        .inspect(|_| cqrs_actors::stats::describe())
 }
 
 /// The running endpoint; it stops when dropped.

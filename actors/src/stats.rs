@@ -129,6 +129,23 @@ pub const NAMES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Gives the installed recorder the description and unit of every name in [`NAMES`] (the
+/// `# HELP` lines of Prometheus). Call it once the recorder is installed.
+pub fn describe() {
+    for (name, kind, help) in NAMES {
+        let unit = if name.ends_with("_seconds") {
+            metrics::Unit::Seconds
+        } else {
+            metrics::Unit::Count
+        };
+        match *kind {
+            "counter" => metrics::describe_counter!(*name, unit, *help),
+            "gauge" => metrics::describe_gauge!(*name, unit, *help),
+            _ => metrics::describe_histogram!(*name, unit, *help),
+        }
+    }
+}
+
 /// A counter: our own figure and the facade's handle.
 struct Counter {
     n: AtomicU64,
