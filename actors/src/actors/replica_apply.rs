@@ -195,6 +195,9 @@ async fn apply_batch(
                     match result {
                         Ok(applied) => {
                             log_applied(&shared, &incoming.delivered.span, applied);
+                            if let Some(gap_repair) = &shared.gap_repair {
+                                gap_repair.observe(&incoming.event, applied);
+                            }
                             acks.push(incoming.delivered.tag);
                         }
                         Err(e) => failures.push((incoming, e)),
