@@ -245,6 +245,16 @@ fn check_id(id: &str) -> Result<()> {
             format!("{id:?} must be non-empty, without spaces, `*` or `#`"),
         ));
     }
+    // Gap repair's requests travel under this prefix; a model named so would receive them.
+    if id.starts_with(crate::gap_repair::SYNC_REQUEST_PREFIX) {
+        return Err(Error::config(
+            "cqrs_id",
+            format!(
+                "{id:?} must not start with {:?}, reserved for gap repair's sync requests",
+                crate::gap_repair::SYNC_REQUEST_PREFIX
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -283,6 +293,14 @@ mod tests {
             .build()
             .unwrap();
         assert!(both.master("book").is_some() && both.replica("book").is_some());
+        assert_eq!(
+            Registry::builder()
+                .master(MasterModel::new("cqrs_sync_request.book"))
+                .build()
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Config
+        );
         assert_eq!(
             Registry::builder()
                 .master(MasterModel::new("a#"))

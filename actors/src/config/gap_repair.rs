@@ -104,6 +104,25 @@ impl GapRepairConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::CqrsConfig;
+
+    #[test]
+    fn read_from_the_file_and_the_environment_and_off_by_default() {
+        let text = "[models.author]\ngap_repair = true\n[gap_repair]\nrequest_window = 5.0\n";
+        let env = [("CQRS_GAP_REPAIR__BURST".to_owned(), "3".to_owned())];
+        let c = CqrsConfig::from_sources(text, env).unwrap();
+        assert!(c.gap_repair_enabled("author"));
+        assert!(!c.gap_repair_enabled("book"));
+        assert!(
+            !c.has_model_settings("author"),
+            "gap_repair is no retry setting"
+        );
+        assert_eq!(c.gap_repair().request_window(), Duration::from_secs(5));
+        assert_eq!(c.gap_repair().burst(), 3);
+        assert!(!CqrsConfig::default().gap_repair_enabled("author"));
+        let err = CqrsConfig::from_toml_str("[gap_repair]\nburst = 0").unwrap_err();
+        assert!(err.to_string().contains("gap_repair.burst"), "{err}");
+    }
 
     #[test]
     fn defaults_validate_and_bad_numbers_name_their_key() {
