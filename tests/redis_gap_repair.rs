@@ -41,7 +41,7 @@ async fn a_replica_that_missed_revisions_converges_through_redis() {
         .master(MasterModel::new("author"))
         .answer_sync_requests(sync_source_fn("author", move |pk: Value| {
             count.fetch_add(1, Ordering::SeqCst);
-            let found = (pk == Value::from(1))
+            let found = (pk.as_i64() == Some(1))
                 .then(|| read.lock().unwrap_or_else(|e| e.into_inner()).clone());
             async move { Ok(found) }
         }))
