@@ -2,13 +2,14 @@
 
 pub use cqrs_actors::{
     Applied, Backoff, BackoffKind, Check, Codec, CodecName, Connect, CqrsConfig, CqrsSystem,
-    CqrsSystemBuilder, DecodeError, EncodeError, EncodedEvent, Envelope, Error, ErrorKind, Health,
-    HealthProbe, IdSnapshot, JsonObject, MasterBinding, MasterConfig, MasterModel,
-    MasterRegistration, MasterSlot, MemoryOutbox, MemoryTable, Metrics, MetricsSnapshot,
-    ModelConfig, ObservabilityConfig, OutboxStore, Probe, Publisher, Registry, RegistryBuilder,
-    ReplicaConfig, ReplicaEvent, ReplicaHandler, ReplicaModel, Result, RetryDecision, RetryPolicy,
-    Route, Row, SecretUrl, SignalType, Skip, StoredEvent, TransportHandle, handler_fn, revision,
-    stats, transport, values,
+    CqrsSystemBuilder, DecodeError, EncodeError, EncodedEvent, Envelope, Error, ErrorKind,
+    FnSyncSource, GapRepairConfig, Health, HealthProbe, IdSnapshot, JsonObject, MasterBinding,
+    MasterConfig, MasterModel, MasterRegistration, MasterSlot, MemoryOutbox, MemoryTable, Metrics,
+    MetricsSnapshot, ModelConfig, ObservabilityConfig, OutboxStore, Probe, Publisher, Registry,
+    RegistryBuilder, ReplicaConfig, ReplicaEvent, ReplicaHandler, ReplicaModel, Result,
+    RetryDecision, RetryPolicy, Route, Row, RowSynced, SYNC_REQUEST_PREFIX, SecretUrl, SignalType,
+    Skip, StoredEvent, SyncRequest, SyncSource, TransportHandle, handler_fn, revision, stats,
+    sync_request_key, sync_source_fn, transport, values,
 };
 pub use cqrs_transports::UrlConnector;
 
@@ -59,8 +60,8 @@ pub mod orm {
     pub use cqrs_orm_adapters::migration;
     pub use cqrs_orm_adapters::{
         Dispatch, Filter, Hook, MasterRow, MasterSource, MasterTable, MasterView, MetaInput,
-        Outbox, ReplicaTable, RowChange, RowPage, Serializer, SyncPage, Tombstones, db_error,
-        to_json,
+        Outbox, ReplicaTable, RowChange, RowPage, Serializer, SyncPage, SyncRows, Tombstones,
+        db_error, to_json,
     };
 }
 

@@ -10,12 +10,15 @@
 //! - [`transport`]: the messages a transport actor handles; a transport is one file away.
 //! - [`OutboxStore`]: the port an outbox implements; the system relays each registered one.
 //! - [`CqrsSystem`]: starts it all inside an actix system; [`Publisher`] publishes.
+//! - [`SyncSource`] and [`SyncRequest`]: gap repair, a replica asking the master for a row
+//!   after lost events (off by default).
 
 mod actors;
 mod codec;
 mod config;
 mod envelope;
 mod error;
+mod gap_repair;
 mod handler;
 mod health;
 mod master;
@@ -35,11 +38,15 @@ pub use codec::{
     Codec, DecodeError, EncodeError, JSON_CONTENT_TYPE, MSGPACK_CONTENT_TYPE, expiry_after,
 };
 pub use config::{
-    BackoffKind, CodecName, CqrsConfig, MasterConfig, MaxRetries, ModelConfig, ObservabilityConfig,
-    ReplicaConfig, SecretUrl, Ttl,
+    BackoffKind, CodecName, CqrsConfig, GapRepairConfig, MasterConfig, MaxRetries, ModelConfig,
+    ObservabilityConfig, ReplicaConfig, SecretUrl, Ttl,
 };
 pub use envelope::{Envelope, JsonObject, SignalType, UnknownSignalType};
 pub use error::{Error, ErrorKind, MAX_MESSAGE_LEN, Result};
+pub use gap_repair::{
+    FnSyncSource, RowSynced, SYNC_REQUEST_PREFIX, SyncRequest, SyncSource, sync_request_key,
+    sync_source_fn,
+};
 pub use handler::{Applied, FnHandler, ReplicaEvent, ReplicaHandler, Skip, handler_fn};
 pub use health::{Check, Health, Probe};
 pub use master::{MasterBinding, MasterRegistration, MasterSlot};

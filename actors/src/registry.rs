@@ -69,6 +69,7 @@ pub struct ReplicaModel {
     handler: SharedHandler,
     retry: Option<RetryPolicy>,
     only_direct_syncs: bool,
+    gap_repair: Option<bool>,
 }
 
 impl fmt::Debug for ReplicaModel {
@@ -77,6 +78,7 @@ impl fmt::Debug for ReplicaModel {
             .field("cqrs_id", &self.cqrs_id)
             .field("retry", &self.retry)
             .field("only_direct_syncs", &self.only_direct_syncs)
+            .field("gap_repair", &self.gap_repair)
             .finish()
     }
 }
@@ -89,6 +91,7 @@ impl ReplicaModel {
             handler: Arc::new(handler),
             retry: None,
             only_direct_syncs: false,
+            gap_repair: None,
         }
     }
 
@@ -105,6 +108,23 @@ impl ReplicaModel {
     pub fn with_only_direct_syncs(mut self, only: bool) -> Self {
         self.only_direct_syncs = only;
         self
+    }
+
+    /// Turns gap repair on or off for this model, over `[models.<id>] gap_repair` (off by
+    /// default): after a revision gap ([`Applied::UpdatedAfterGap`](crate::Applied)) or a SAVE
+    /// ignored as older than a tombstone, the replica asks the master for the row's current
+    /// state, which the master answers with a SYNC to this replica's queue. The master side
+    /// must answer: see [`CqrsSystemBuilder::answer_sync_requests`](crate::CqrsSystemBuilder::answer_sync_requests).
+    #[must_use]
+    pub fn with_gap_repair(mut self, on: bool) -> Self {
+        self.gap_repair = Some(on);
+        self
+    }
+
+    /// Whether the model itself turns gap repair on or off (`None`: the configuration decides).
+    #[must_use]
+    pub fn gap_repair(&self) -> Option<bool> {
+        self.gap_repair
     }
 
     /// The CQRS id.
@@ -225,6 +245,16 @@ fn check_id(id: &str) -> Result<()> {
             format!("{id:?} must be non-empty, without spaces, `*` or `#`"),
         ));
     }
+    // Gap repair's requests travel under this prefix; a model named so would receive them.
+    if id.starts_with(crate::gap_repair::SYNC_REQUEST_PREFIX) {
+        return Err(Error::config(
+            "cqrs_id",
+            format!(
+                "{id:?} must not start with {:?}, reserved for gap repair's sync requests",
+                crate::gap_repair::SYNC_REQUEST_PREFIX
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -263,6 +293,14 @@ mod tests {
             .build()
             .unwrap();
         assert!(both.master("book").is_some() && both.replica("book").is_some());
+        assert_eq!(
+            Registry::builder()
+                .master(MasterModel::new("cqrs_sync_request.book"))
+                .build()
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Config
+        );
         assert_eq!(
             Registry::builder()
                 .master(MasterModel::new("a#"))

@@ -16,6 +16,7 @@ use crate::actors::{
 use crate::config::CqrsConfig;
 use crate::envelope::{Envelope, JsonObject, SignalType};
 use crate::error::{Error, Result};
+use crate::gap_repair::{Answering, GapRequester, SyncSource};
 use crate::health::{Health, Probe};
 use crate::master::{MasterBinding, MasterRegistration};
 use crate::outbox::{EncodedEvent, OutboxStore};
@@ -41,6 +42,7 @@ pub struct CqrsSystemBuilder {
     masters: Vec<MasterRegistration>,
     transport: Option<TransportHandle>,
     connector: Option<Arc<dyn Connect>>,
+    sync_sources: Vec<Arc<dyn SyncSource>>,
 }
 
 impl std::fmt::Debug for CqrsSystemBuilder {
@@ -50,6 +52,7 @@ impl std::fmt::Debug for CqrsSystemBuilder {
             .field("masters", &self.masters)
             .field("transport", &self.transport)
             .field("connects_by_url", &self.connector.is_some())
+            .field("sync_sources", &self.sync_sources.len())
             .finish_non_exhaustive()
     }
 }
@@ -84,6 +87,18 @@ impl CqrsSystemBuilder {
     #[must_use]
     pub fn replica(mut self, model: ReplicaModel) -> Self {
         self.registry = self.registry.replica(model);
+        self
+    }
+
+    /// Answers gap-repair sync requests for the master model `source.cqrs_id()` (registered
+    /// with [`master`](Self::master)): the system consumes queue `cqrs_sync_request.<cqrs_id>`
+    /// and answers each request with a SYNC of the row, read through `source`, to the asking
+    /// replica's queue. Off unless called; call it once per master model that should answer.
+    /// See [`SyncRequest`](crate::SyncRequest) for the request and why Python peers never see
+    /// it.
+    #[must_use]
+    pub fn answer_sync_requests(mut self, source: impl SyncSource) -> Self {
+        self.sync_sources.push(Arc::new(source));
         self
     }
 
@@ -192,6 +207,14 @@ impl CqrsSystemBuilder {
                 )
             })
             .collect();
+        let answering = Answering::start(
+            self.sync_sources,
+            &registry,
+            &transport,
+            publisher.clone(),
+            config.replica().dead_message_ttl(),
+        )
+        .await?;
         let mut system = CqrsSystem {
             transport,
             producer,
@@ -201,6 +224,7 @@ impl CqrsSystemBuilder {
             config: Arc::clone(&config),
             registry: Arc::clone(&registry),
             sampler: None,
+            answering,
         };
         if registry.replica_ids().is_empty() {
             system.sampler = Some(system.start_sampler());
@@ -219,6 +243,8 @@ impl CqrsSystemBuilder {
             cqrs_ids: registry.replica_ids(),
         };
         system.transport.declare(declare.clone()).await?;
+        let gap_repair =
+            GapRequester::for_replicas(&registry, &config, system.transport.clone(), &queue);
         let shared = Arc::new(ReplicaShared {
             policies: retry_policies(&registry, &config),
             registry,
@@ -228,6 +254,7 @@ impl CqrsSystemBuilder {
             dead_letter_queue,
             declare,
             metrics: Arc::clone(&system.metrics),
+            gap_repair,
         });
         let dead_letters = DeadLetterer::new(Arc::clone(&shared)).start();
         let retrier = Retrier::new(Arc::clone(&shared), dead_letters.clone()).start();
@@ -359,6 +386,7 @@ pub struct CqrsSystem {
     registry: Arc<Registry>,
     /// Samples the gauges read from the broker and the outboxes.
     sampler: Option<tokio::task::JoinHandle<()>>,
+    answering: Option<Answering>,
 }
 
 impl Drop for CqrsSystem {
@@ -493,6 +521,9 @@ impl CqrsSystem {
             r.retrier.send(Drain).await?;
             r.dead_letters.send(Drain).await?;
         }
+        if let Some(a) = &self.answering {
+            a.drain().await?;
+        }
         self.producer.send(Drain).await?;
         Ok(())
     }
@@ -505,12 +536,18 @@ impl CqrsSystem {
         if let Some(r) = &self.replica {
             self.transport.cancel(r.consumer, false).await?;
         }
+        if let Some(a) = &self.answering {
+            a.cancel(&self.transport, false).await?;
+        }
         for relay in &mut self.relays {
             relay.stop().await;
         }
         self.wait_idle().await?;
         if let Some(r) = self.replica.take() {
             self.transport.cancel(r.consumer, true).await?;
+        }
+        if let Some(a) = self.answering.take() {
+            a.cancel(&self.transport, true).await?;
         }
         Ok(())
     }

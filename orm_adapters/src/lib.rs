@@ -37,7 +37,7 @@ pub use db_error::db_error;
 pub use filter::Filter;
 pub use master::{
     Dispatch, MasterRow, MasterSource, MasterTable, MasterView, MetaInput, RowPage, Serializer,
-    SyncPage,
+    SyncPage, SyncRows,
 };
 pub use outbox::Outbox;
 pub use replica::{Hook, ReplicaTable, RowChange};

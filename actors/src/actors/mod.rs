@@ -50,6 +50,8 @@ pub(crate) struct ReplicaShared {
     /// The replica's topology, as declared at start.
     pub declare: Declare,
     pub metrics: Arc<Metrics>,
+    /// Asks masters for rows after lost events, when a replica model has gap repair on.
+    pub gap_repair: Option<crate::gap_repair::GapRequester>,
 }
 
 impl ReplicaShared {

@@ -206,6 +206,9 @@ async fn apply_batch(
                             if writes(applied) {
                                 record_lag(&figures, &incoming.event, committed);
                             }
+                            if let Some(gap_repair) = &shared.gap_repair {
+                                gap_repair.observe(&incoming.event, applied);
+                            }
                             acks.push(incoming.delivered.tag);
                         }
                         Err(e) => failures.push((incoming, e)),

@@ -19,6 +19,10 @@
 //!
 //! [models.author]             # per-CQRS-id overrides
 //! max_retries = 5
+//! gap_repair = true           # ask the master for rows after a revision gap (off by default)
+//!
+//! [gap_repair]                # limits on those requests
+//! request_window = 60.0       # seconds: one request per row in this window
 //! ```
 //!
 //! Environment variables override the file: `CQRS_<KEY>` for top-level keys and
@@ -26,6 +30,7 @@
 //! `CQRS_REPLICA__MAX_RETRIES=5`, `CQRS_MODELS__AUTHOR__RETRY_DELAY=0.5`.
 
 mod forms;
+mod gap_repair;
 mod sections;
 mod sources;
 
@@ -39,6 +44,7 @@ use crate::error::{Error, Result};
 use crate::retry::{Backoff, RetryPolicy};
 pub use crate::secret_url::SecretUrl;
 pub use forms::{BackoffKind, CodecName, MaxRetries, Ttl};
+pub use gap_repair::GapRepairConfig;
 pub use sections::{MasterConfig, ModelConfig, ObservabilityConfig, ReplicaConfig};
 
 /// The whole configuration, read from a TOML file and `CQRS_*` environment variables
@@ -79,6 +85,7 @@ pub struct CqrsConfig {
     replica: ReplicaConfig,
     models: BTreeMap<String, ModelConfig>,
     observability: ObservabilityConfig,
+    gap_repair: GapRepairConfig,
     /// Options of the RabbitMQ transport, read by the transport (`[rabbitmq]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     rabbitmq: Option<toml::Table>,
@@ -98,6 +105,7 @@ impl Default for CqrsConfig {
             replica: ReplicaConfig::default(),
             models: BTreeMap::new(),
             observability: ObservabilityConfig::default(),
+            gap_repair: GapRepairConfig::default(),
             rabbitmq: None,
             redis: None,
         }
@@ -174,6 +182,7 @@ impl CqrsConfig {
                 m.jitter,
             )?;
         }
+        self.gap_repair.validate()?;
         Ok(())
     }
 
@@ -239,12 +248,40 @@ impl CqrsConfig {
         }
     }
 
-    /// Whether `[models.<cqrs_id>]` sets anything for this id.
+    /// Whether `[models.<cqrs_id>]` sets any retry setting for this id (`gap_repair` is not
+    /// one: a model's retry policy in code does not override it).
     #[must_use]
     pub fn has_model_settings(&self, cqrs_id: &str) -> bool {
+        self.models.get(cqrs_id).is_some_and(|m| {
+            let retry_only = ModelConfig {
+                gap_repair: None,
+                ..m.clone()
+            };
+            retry_only != ModelConfig::default()
+        })
+    }
+
+    /// Whether `[models.<cqrs_id>]` turns gap repair on (`gap_repair = true`); off by default.
+    /// A replica model's own [`with_gap_repair`](crate::ReplicaModel::with_gap_repair) wins.
+    #[must_use]
+    pub fn gap_repair_enabled(&self, cqrs_id: &str) -> bool {
         self.models
             .get(cqrs_id)
-            .is_some_and(|m| *m != ModelConfig::default())
+            .and_then(|m| m.gap_repair)
+            .unwrap_or(false)
+    }
+
+    /// The `[gap_repair]` section: the limits on a replica's sync requests.
+    #[must_use]
+    pub fn gap_repair(&self) -> &GapRepairConfig {
+        &self.gap_repair
+    }
+
+    /// Sets the `[gap_repair]` section.
+    #[must_use]
+    pub fn with_gap_repair(mut self, settings: GapRepairConfig) -> Self {
+        self.gap_repair = settings;
+        self
     }
 
     /// The retry policy of `cqrs_id`: the `[replica]` settings with the model's overrides.

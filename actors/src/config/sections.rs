@@ -57,7 +57,8 @@ impl MasterConfig {
     }
 }
 
-/// Retry settings, at the `[replica]` level or per model.
+/// Per-model settings (`[models.<id>]`): retry overrides of the `[replica]` level, and
+/// whether the replica model asks for rows after a revision gap.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
@@ -71,6 +72,8 @@ pub struct ModelConfig {
     pub(super) retry_delay_max: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) jitter: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) gap_repair: Option<bool>,
 }
 
 impl ModelConfig {
@@ -92,6 +95,15 @@ impl ModelConfig {
     #[must_use]
     pub fn with_backoff(mut self, backoff: BackoffKind) -> Self {
         self.backoff = Some(backoff);
+        self
+    }
+
+    /// Turns gap repair on or off for this replica model (`gap_repair`; off by default): after
+    /// a revision gap, or a SAVE ignored as older than a tombstone, the replica asks the
+    /// master for the row's current state.
+    #[must_use]
+    pub fn with_gap_repair(mut self, on: bool) -> Self {
+        self.gap_repair = Some(on);
         self
     }
 }

@@ -28,10 +28,12 @@ use crate::outbox::Outbox;
 mod events;
 mod scan;
 mod source;
+mod sync_rows;
 mod view;
 mod writes;
 
 pub use source::{MasterRow, MasterSource, RowPage, SyncPage};
+pub use sync_rows::SyncRows;
 pub use view::MasterView;
 
 /// Builds `instance_data` from a row (django-cqrs `CQRS_SERIALIZER`); `cqrs_revision` and
