@@ -26,6 +26,7 @@ pub mod revision;
 mod secret_url;
 mod system;
 mod telemetry;
+mod trace_context;
 pub mod transport;
 pub mod values;
 

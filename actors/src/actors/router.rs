@@ -19,6 +19,7 @@ use crate::envelope::SignalType;
 use crate::error::{Error, ErrorKind};
 use crate::handler::ReplicaEvent;
 use crate::telemetry::envelope_span;
+use crate::trace_context::{self, Role};
 use crate::transport::{Deliveries, Delivery, Settlement};
 use crate::values;
 
@@ -67,6 +68,7 @@ impl Router {
             body,
             content_type,
             redelivered,
+            headers,
             ..
         } = delivery;
         let reject = |body: Vec<u8>,
@@ -98,6 +100,7 @@ impl Router {
             }
         };
         let span = envelope_span(&envelope);
+        trace_context::adopt(&span, &headers, Role::Process);
         span.in_scope(|| tracing::debug!(event = "received", routing_key = %values::excerpt(&routing_key), redelivered, "CQRS is received"));
         let Some(model) = self.shared.registry.replica(&envelope.cqrs_id) else {
             let err = Error::new(
