@@ -12,13 +12,15 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use cqrs_sync::orm::{MasterTable, Outbox};
 use cqrs_sync::transport::HEADER_TRACEPARENT;
 use cqrs_sync::{
-    CqrsConfig, CqrsSystem, CqrsSystemExt, MasterModel, MemoryTable, ReplicaModel, TransportHandle,
+    Applied, CqrsConfig, CqrsSystem, CqrsSystemExt, Error, MasterModel, MemoryTable, ReplicaEvent,
+    ReplicaModel, RetryPolicy, TransportHandle, handler_fn,
 };
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId, TracerProvider as _};
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -313,4 +315,63 @@ async fn an_outbox_event_relayed_later_keeps_the_writes_trace_over_rabbitmq() {
         s.shutdown().await.unwrap();
     }
     t.cleanup().await;
+}
+
+/// An event whose first apply fails is parked and applied again; the retry copy carries the
+/// failed attempt's context, so the second attempt's span is a child of the first, in the
+/// write's trace.
+#[actix_rt::test]
+async fn a_retried_event_stays_in_the_writes_trace_over_rabbitmq() {
+    recorded();
+    let vhost = support::rabbitmq::Vhost::create("cqrs_trace_retry");
+    let (transport, _addr) = support::rabbitmq::connect(vhost.config()).await;
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&attempts);
+    let system = CqrsSystem::builder()
+        .config(CqrsConfig::default().with_queue(unique("trace_retry")))
+        .replica(
+            ReplicaModel::new(
+                "author",
+                handler_fn(move |_: ReplicaEvent| {
+                    let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
+                    async move {
+                        if first {
+                            Err(Error::handler("the replica database is read-only"))
+                        } else {
+                            Ok(Applied::Created)
+                        }
+                    }
+                }),
+            )
+            .with_retry_policy(RetryPolicy::constant(3, Duration::from_secs(1))),
+        )
+        .master(MasterModel::new("author"))
+        .transport(transport.clone())
+        .start()
+        .await
+        .unwrap();
+    let publisher = system.publisher();
+    let (write, trace, write_id) = write_span("retry");
+    async { publisher.save("author", row(1, 0, "retried")).await }
+        .instrument(write.clone())
+        .await
+        .unwrap();
+    drop(write);
+    wait_until("both attempts' spans ended", PATIENCE, || async {
+        envelope_spans(trace, "process").len() == 2
+    })
+    .await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    let spans = envelope_spans(trace, "process");
+    let first = spans
+        .iter()
+        .find(|s| s.parent_span_id == write_id)
+        .unwrap_or_else(|| panic!("the first attempt is the write's child: {spans:#?}"));
+    let second = spans
+        .iter()
+        .find(|s| s.parent_span_id == first.span_context.span_id())
+        .unwrap_or_else(|| panic!("the second attempt is the first's child: {spans:#?}"));
+    assert!(second.parent_span_is_remote);
+    assert_eq!(attribute(second, "retries").as_deref(), Some("1"));
+    system.shutdown().await.unwrap();
 }
