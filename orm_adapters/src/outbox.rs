@@ -35,7 +35,7 @@ use crate::sql::{Dialect, Query};
 ///
 /// `headers` came after the first release: [`create_table`](Self::create_table) adds it to an
 /// outbox made before, and so does the migration
-/// [`AddOutboxHeaders`](crate::migration::AddOutboxHeaders) (feature `migration`).
+/// `migration::AddOutboxHeaders` (feature `migration`).
 #[derive(Clone)]
 pub struct Outbox {
     inner: Arc<Store>,
