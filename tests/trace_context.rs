@@ -2,7 +2,8 @@
 //! real RabbitMQ and Redis: the span current where service code writes travels as
 //! `traceparent`, directly or through a SeaORM outbox on PostgreSQL relayed later, and the
 //! replica's span for the event is its child in the same trace. A message without the header
-//! is applied as before, in a trace of its own.
+//! is applied as before, in a trace of its own. `otel::otlp_layer` sends spans to a stand-in
+//! collector on the loopback.
 //!
 //! Spans are recorded by an exporter that keeps them in memory ([`Recorded`]); each test finds
 //! its own by the trace id of its write span, so the tests can share the one global subscriber.
@@ -374,4 +375,88 @@ async fn a_retried_event_stays_in_the_writes_trace_over_rabbitmq() {
     assert!(second.parent_span_is_remote);
     assert_eq!(attribute(second, "retries").as_deref(), Some("1"));
     system.shutdown().await.unwrap();
+}
+
+/// One HTTP request taken by a stand-in collector on `listener`: its head as text and its
+/// body, answered with 200. Gives up after 30 s.
+fn collect_one(listener: std::net::TcpListener) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    listener.set_nonblocking(true).unwrap();
+    let mut stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(std::time::Instant::now() < deadline, "no export came");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the exporter closed before its request ended");
+        received.extend_from_slice(&buf[..n]);
+        if let Some(i) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    while received.len() < head_end + length {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the exporter closed before its body ended");
+        received.extend_from_slice(&buf[..n]);
+    }
+    stream
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    (head, received[head_end..head_end + length].to_vec())
+}
+
+/// `otel::otlp_layer` sends the spans to the collector as OTLP over HTTP with protobuf bodies,
+/// when its guard is dropped at the latest, from inside an actix runtime as a service would.
+#[actix_rt::test]
+async fn otlp_layer_exports_to_a_collector() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let collector = std::thread::spawn(move || collect_one(listener));
+    let (layer, guard) =
+        cqrs_sync::otel::otlp_layer(&format!("http://{addr}/v1/traces"), "trace-context-test")
+            .unwrap();
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        tracing::info_span!("exported_span").in_scope(|| {});
+    });
+    drop(guard);
+    let (head, body) = collector.join().unwrap();
+    assert!(head.starts_with("POST /v1/traces "), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/x-protobuf"),
+        "{head}"
+    );
+    let contains = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    assert!(contains(b"exported_span"), "the span is in the export");
+    assert!(contains(b"trace-context-test"), "so is the service name");
+}
+
+#[test]
+fn otlp_layer_refuses_an_endpoint_that_is_not_a_url() {
+    let err = cqrs_sync::otel::otlp_layer::<tracing_subscriber::Registry>("not a url", "x")
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), cqrs_sync::ErrorKind::Config);
 }
