@@ -68,6 +68,9 @@ pub mod orm {
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 
+#[cfg(feature = "otel")]
+pub mod otel;
+
 /// The `cqrs` command's tree and tools (feature `cli`): mount [`cli::Command`] in a service's
 /// own binary, over [`cli::Tools`] built with its tables.
 #[cfg(feature = "cli")]

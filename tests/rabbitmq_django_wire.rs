@@ -4,7 +4,7 @@
 //! - a Django master's creates, updates, deletes, directed and broadcast syncs are applied by a
 //!   Rust replica (a SeaORM `ReplicaTable` on SQLite) to the same table contents;
 //! - a Rust master's events are applied by a Django replica (`cqrs_consume`) to the same
-//!   contents;
+//!   contents, one of them carrying `traceparent` and `tracestate` headers;
 //! - a Django replica and a Rust replica bound to one exchange both converge.
 //!
 //! django-cqrs 3.1.0 always uses the virtual host `/`, so each test has its own exchange and
@@ -16,7 +16,11 @@ mod support;
 
 use cqrs_orm_adapters::ReplicaTable;
 use cqrs_sync::CqrsSystemExt;
-use cqrs_sync::{CqrsConfig, CqrsSystem, JsonObject, MasterModel, ReplicaModel, TransportHandle};
+use cqrs_sync::transport::{HEADER_TRACEPARENT, HEADER_TRACESTATE};
+use cqrs_sync::{
+    Codec, CqrsConfig, CqrsSystem, EncodedEvent, Envelope, JsonObject, MasterModel, ReplicaModel,
+    Route, SignalType, TransportHandle,
+};
 use cqrs_transports::conformance::run_check;
 use sea_orm::EntityTrait;
 use serde_json::{Value, json};
@@ -210,6 +214,28 @@ async fn a_rust_master_feeds_a_django_replica() {
                     .unwrap_or_else(|e| panic!("{e}"));
                 expected.insert(id, normalise(&Value::Object(data), revision).1);
             }
+            // A message carrying W3C trace context headers (as a master with the feature `otel`
+            // sends them) is applied like any other: Kombu ignores headers it does not know.
+            let data = author(41, 0, "traced author", "4.10", None);
+            let mut event = EncodedEvent::encode(
+                Envelope::new(SignalType::Save, "author", data.clone()),
+                Route::broadcast("author"),
+                Codec::Json,
+                None,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            event.headers.insert(
+                HEADER_TRACEPARENT.to_owned(),
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+            );
+            event.headers.insert(
+                HEADER_TRACESTATE.to_owned(),
+                "rojo=00f067aa0ba902b7".to_owned(),
+            );
+            p.publish_encoded(event)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            expected.insert(41, normalise(&Value::Object(data), 0).1);
             wait_django(&django, &expected).await;
             master.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
             drop(_consumer);

@@ -1,6 +1,8 @@
 //! The framework's tables as SeaORM migrations, on SQLite, PostgreSQL and MariaDB: a migrator
 //! records them by name, up creates tables the outbox and the tombstones work with, down drops
-//! them, and tables made earlier by `create_table` are taken as they are.
+//! them, and tables made earlier by `create_table` are taken as they are. An outbox made by an
+//! earlier release, without the `headers` column, gets it from `AddOutboxHeaders` or from
+//! `create_table`, and its rows stay readable.
 
 // The scenarios are plain async functions run by generated #[test]s; a failed unwrap is a
 // failed test.
@@ -11,17 +13,18 @@ mod support;
 use std::time::Duration;
 
 use cqrs_sync::orm::migration::sea_orm_migration::{MigrationTrait, MigratorTrait, SchemaManager};
-use cqrs_sync::orm::migration::{CreateOutbox, CreateTombstones};
+use cqrs_sync::orm::migration::{AddOutboxHeaders, CreateOutbox, CreateTombstones};
 use cqrs_sync::orm::{Outbox, ReplicaTable, Tombstones};
 use cqrs_sync::{Applied, JsonObject, ReplicaEvent, ReplicaHandler, SignalType, Skip};
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::{Value, json};
 use support::db::{Backend, TestDb, on_each_db};
 use support::entities::book;
 
 on_each_db!(
     up_creates_working_tables_and_down_drops_them,
-    tables_made_by_create_table_are_kept
+    tables_made_by_create_table_are_kept,
+    an_outbox_of_an_earlier_release_gets_the_headers_column
 );
 
 /// A service's migrator: the default tables and a second outbox and tombstone table of other
@@ -50,6 +53,7 @@ const TABLES: [(&str, &[&str]); 6] = [
             "content_type",
             "expires_at",
             "body",
+            "headers",
         ],
     ),
     ("cqrs_outbox_lease", &["name", "owner", "expires_at"]),
@@ -63,6 +67,7 @@ const TABLES: [(&str, &[&str]); 6] = [
             "content_type",
             "expires_at",
             "body",
+            "headers",
         ],
     ),
     ("orders_outbox_lease", &["name", "owner", "expires_at"]),
@@ -225,5 +230,91 @@ async fn tables_made_by_create_table_are_kept(backend: Backend) {
     );
     Migrator::down(&t.db, None).await.unwrap();
     assert_eq!(tables(&t).await, [false; 6]);
+    t.cleanup().await;
+}
+
+/// A migrator of a service that had the outbox before the `headers` column existed.
+struct Upgrade;
+
+impl MigratorTrait for Upgrade {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(CreateOutbox::default()),
+            Box::new(AddOutboxHeaders::default()),
+        ]
+    }
+}
+
+/// The outbox `table` as the first release made it, with one event in it.
+async fn old_outbox(t: &TestDb, table: &str) {
+    let (id, body) = match t.backend {
+        Backend::Postgres => ("BIGSERIAL PRIMARY KEY", "BYTEA"),
+        Backend::MySql => ("BIGINT AUTO_INCREMENT PRIMARY KEY", "LONGBLOB"),
+        Backend::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"),
+    };
+    t.db.execute_unprepared(&format!(
+        "CREATE TABLE {table} (id {id}, cqrs_id VARCHAR(191) NOT NULL, \
+         queue VARCHAR(191) NULL, content_type VARCHAR(64) NOT NULL, \
+         expires_at BIGINT NULL, body {body} NOT NULL)"
+    ))
+    .await
+    .unwrap();
+    let backend = t.db.get_database_backend();
+    let placeholder = if backend == DbBackend::Postgres {
+        "$1"
+    } else {
+        "?"
+    };
+    t.db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        format!(
+            "INSERT INTO {table} (cqrs_id, content_type, body) \
+             VALUES ('author', 'text/plain', {placeholder})"
+        ),
+        [sea_orm::Value::Bytes(Some(b"{}".to_vec()))],
+    ))
+    .await
+    .unwrap();
+}
+
+/// The event written before the column existed reads back with no headers.
+async fn old_event_reads(t: &TestDb, table: &str) {
+    let events = Outbox::with_table(t.db.clone(), table)
+        .read(0, 10)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].event.body, b"{}");
+    assert!(events[0].event.headers.is_empty());
+}
+
+async fn an_outbox_of_an_earlier_release_gets_the_headers_column(backend: Backend) {
+    support::init_tracing();
+    let t = TestDb::new(backend, "migrate_headers").await;
+    let manager = SchemaManager::new(&t.db);
+
+    // Through the migration: CreateOutbox keeps the old table, AddOutboxHeaders adds the column.
+    old_outbox(&t, "cqrs_outbox").await;
+    assert!(!manager.has_column("cqrs_outbox", "headers").await.unwrap());
+    Upgrade::up(&t.db, None).await.unwrap();
+    assert!(manager.has_column("cqrs_outbox", "headers").await.unwrap());
+    old_event_reads(&t, "cqrs_outbox").await;
+    Upgrade::down(&t.db, Some(1)).await.unwrap();
+    assert!(!manager.has_column("cqrs_outbox", "headers").await.unwrap());
+    Upgrade::down(&t.db, None).await.unwrap();
+    assert!(!manager.has_table("cqrs_outbox").await.unwrap());
+
+    // On a new database both migrations run and the second finds the column there.
+    Upgrade::up(&t.db, None).await.unwrap();
+    assert!(manager.has_column("cqrs_outbox", "headers").await.unwrap());
+    Upgrade::down(&t.db, None).await.unwrap();
+
+    // Through create_table, for services that call it at start.
+    old_outbox(&t, "old_outbox").await;
+    let outbox = Outbox::with_table(t.db.clone(), "old_outbox");
+    outbox.create_table().await.unwrap();
+    assert!(manager.has_column("old_outbox", "headers").await.unwrap());
+    outbox.create_table().await.unwrap();
+    old_event_reads(&t, "old_outbox").await;
     t.cleanup().await;
 }

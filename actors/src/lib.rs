@@ -31,6 +31,7 @@ mod secret_url;
 pub mod stats;
 mod system;
 mod telemetry;
+mod trace_context;
 pub mod transport;
 pub mod values;
 

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use crate::codec::{Codec, expiry_after};
 use crate::envelope::Envelope;
 use crate::error::Result;
+use crate::trace_context;
 use crate::transport::{Headers, OutgoingMessage, Route};
 
 /// One event as the transport publishes it: encoded once, when it was written.
@@ -28,6 +29,9 @@ pub struct EncodedEvent {
     pub content_type: String,
     /// The envelope's `expires`, also inside the body (kept beside it for inspection).
     pub expires: Option<DateTime<Utc>>,
+    /// Headers published with it: the W3C trace context of the span current when it was
+    /// encoded (feature `otel`), so that an event relayed later still names the write.
+    pub headers: Headers,
 }
 
 impl fmt::Debug for EncodedEvent {
@@ -37,13 +41,15 @@ impl fmt::Debug for EncodedEvent {
             .field("body_len", &self.body.len())
             .field("content_type", &self.content_type)
             .field("expires", &self.expires)
+            .field("headers", &self.headers)
             .finish()
     }
 }
 
 impl EncodedEvent {
     /// Encodes `envelope` with `codec`, stamping `expires` from `ttl` when the envelope has
-    /// none (`ttl` = `None`: never expires).
+    /// none (`ttl` = `None`: never expires). With the feature `otel`, the trace context of the
+    /// span current here goes into [`headers`](Self::headers).
     pub fn encode(
         mut envelope: Envelope,
         route: Route,
@@ -58,6 +64,7 @@ impl EncodedEvent {
             content_type: codec.content_type().to_owned(),
             expires: envelope.expires,
             route,
+            headers: trace_context::current(),
         })
     }
 
@@ -74,7 +81,7 @@ impl EncodedEvent {
             route: self.route,
             body: self.body,
             content_type: self.content_type,
-            headers: Headers::new(),
+            headers: self.headers,
             expiration: None,
         }
     }

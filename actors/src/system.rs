@@ -23,7 +23,10 @@ use crate::outbox::{EncodedEvent, OutboxStore};
 use crate::registry::{Registry, RegistryBuilder, ReplicaModel};
 use crate::retry::RetryPolicy;
 use crate::stats::{Metrics, MetricsSnapshot, QueueSnapshot};
-use crate::transport::{ConsumerTag, Declare, Route, Subscribe, TransportHandle};
+use crate::trace_context;
+use crate::transport::{
+    ConsumerTag, Declare, HEADER_TRACEPARENT, Route, Subscribe, TransportHandle,
+};
 
 /// Connects the transport a configuration's `url` names, for builders given none (the
 /// `cqrs-sync` facade plugs in its transports this way).
@@ -738,20 +741,31 @@ impl Publisher {
     /// Publishes an envelope to a route; the future resolves once the broker confirmed it.
     /// The message is handed to the Producer when this is called (not when the future is first
     /// polled), so messages keep the order of the calls and many can be in flight at once.
+    /// With the feature `otel`, the message carries the trace context of the span current at
+    /// the call.
     pub fn publish(
         &self,
         envelope: Envelope,
         route: Route,
     ) -> impl Future<Output = Result<()>> + 'static {
-        let request = self.producer.send(Produce::Envelope { envelope, route });
+        let request = self.producer.send(Produce::Envelope {
+            envelope,
+            route,
+            headers: trace_context::current(),
+        });
         async move { request.await? }
     }
 
-    /// Publishes an event encoded at write time, as it is (a master table's direct mode).
+    /// Publishes an event encoded at write time, as it is (a master table's direct mode). It
+    /// keeps the trace context it was encoded with; one encoded with none gets the context of
+    /// the span current at the call (feature `otel`).
     pub fn publish_encoded(
         &self,
-        event: EncodedEvent,
+        mut event: EncodedEvent,
     ) -> impl Future<Output = Result<()>> + 'static {
+        if !event.headers.contains_key(HEADER_TRACEPARENT) {
+            event.headers.extend(trace_context::current());
+        }
         let request = self.producer.send(Produce::Encoded(event));
         async move { request.await? }
     }

@@ -7,8 +7,12 @@
 //!   (`<name>_lease`), recorded as `m20261130_000001_cqrs_outbox`.
 //! - [`CreateTombstones`]: the tombstone table (default `cqrs_tombstones`), recorded as
 //!   `m20261130_000002_cqrs_tombstones`.
+//! - [`AddOutboxHeaders`]: the outbox's nullable `headers` column (the trace context of each
+//!   event), recorded as `m20261201_000001_cqrs_outbox_headers`. List it after
+//!   [`CreateOutbox`]: on an outbox `CreateOutbox` made with the column it does nothing, on one
+//!   made by an earlier release it adds the column, which rows already there leave NULL.
 //!
-//! Both run the statements `create_table` runs (`CREATE TABLE IF NOT EXISTS`, so a database
+//! The first two run the statements `create_table` runs (`CREATE TABLE IF NOT EXISTS`, so a database
 //! whose tables `create_table` made before takes them as they are) and drop their tables on the
 //! way down. A migration for a table of another name is recorded under the default's name with
 //! `_<table>` appended, so one migrator can hold several outboxes; keep the names you give them,
@@ -20,7 +24,7 @@
 //! A service lists them with its own migrations:
 //!
 //! ```no_run
-//! use cqrs_orm_adapters::migration::{CreateOutbox, CreateTombstones};
+//! use cqrs_orm_adapters::migration::{AddOutboxHeaders, CreateOutbox, CreateTombstones};
 //! use sea_orm_migration::prelude::*;
 //!
 //! /// The service's own first migration.
@@ -62,6 +66,7 @@
 //!             Box::new(CreateOrders),
 //!             Box::new(CreateOutbox::default()),
 //!             Box::new(CreateTombstones::default()),
+//!             Box::new(AddOutboxHeaders::default()),
 //!         ]
 //!     }
 //! }
@@ -85,6 +90,8 @@ use crate::{outbox, tombstones};
 const OUTBOX: &str = "m20261130_000001_cqrs_outbox";
 /// The name under which the default tombstone table's migration is recorded.
 const TOMBSTONES: &str = "m20261130_000002_cqrs_tombstones";
+/// The name under which the default outbox's `headers` column migration is recorded.
+const OUTBOX_HEADERS: &str = "m20261201_000001_cqrs_outbox_headers";
 
 /// A migration that creates the outbox and its lease table, as
 /// [`Outbox::create_table`](crate::Outbox::create_table) does, and drops them on the way down.
@@ -207,6 +214,75 @@ impl MigrationTrait for CreateTombstones {
     }
 }
 
+/// A migration that adds the nullable `headers` column to an outbox that lacks it (one made by
+/// a release before the column existed), and drops it on the way down.
+///
+/// Recorded as `m20261201_000001_cqrs_outbox_headers` for the default table `cqrs_outbox`, and
+/// as `m20261201_000001_cqrs_outbox_headers_<table>` for another. Code of this release reads
+/// and writes the column, so run it before the new code writes to an old outbox (or call
+/// [`Outbox::create_table`](crate::Outbox::create_table), which adds it too).
+#[derive(Debug, Clone)]
+pub struct AddOutboxHeaders {
+    table: String,
+    name: String,
+}
+
+impl Default for AddOutboxHeaders {
+    fn default() -> Self {
+        Self::new("cqrs_outbox")
+    }
+}
+
+impl AddOutboxHeaders {
+    /// The migration of the outbox kept in `table`.
+    #[must_use]
+    pub fn new(table: impl Into<String>) -> Self {
+        let table = table.into();
+        Self {
+            name: name(OUTBOX_HEADERS, "cqrs_outbox", &table),
+            table,
+        }
+    }
+
+    /// The outbox table's name.
+    #[must_use]
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+impl MigrationName for AddOutboxHeaders {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddOutboxHeaders {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let d = dialect(manager)?;
+        if !manager.has_column(&self.table, "headers").await? {
+            manager
+                .get_connection()
+                .execute_unprepared(&outbox::add_headers_statement(d, &self.table))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // The column goes with the table when `CreateOutbox` is rolled back first.
+        if manager.has_table(&self.table).await?
+            && manager.has_column(&self.table, "headers").await?
+        {
+            let d = dialect(manager)?;
+            let sql = format!("ALTER TABLE {} DROP COLUMN headers", d.ident(&self.table));
+            manager.get_connection().execute_unprepared(&sql).await?;
+        }
+        Ok(())
+    }
+}
+
 /// The recorded name of a migration of `table`: `base` for the default table, else
 /// `base_<table>`.
 fn name(base: &str, default_table: &str, table: &str) -> String {
@@ -254,5 +330,13 @@ mod tests {
             "m20261130_000002_cqrs_tombstones_tomb"
         );
         assert_eq!(CreateTombstones::new("tomb").table(), "tomb");
+        assert_eq!(
+            AddOutboxHeaders::default().name(),
+            "m20261201_000001_cqrs_outbox_headers"
+        );
+        assert_eq!(
+            AddOutboxHeaders::new("orders_outbox").name(),
+            "m20261201_000001_cqrs_outbox_headers_orders_outbox"
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use cqrs_actors::transport::Headers;
 use cqrs_actors::{EncodedEvent, OutboxStore, Result, Route, StoredEvent};
 use futures_util::future::BoxFuture;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Value};
@@ -30,6 +31,11 @@ use crate::sql::{Dialect, Query};
 /// | `content_type` | `VARCHAR(64)` | `text/plain` (JSON) or `application/msgpack` |
 /// | `expires_at` | `BIGINT NULL` | the envelope's `expires`, in Unix milliseconds |
 /// | `body` | `BYTEA` / `LONGBLOB` / `BLOB` | the message body as published |
+/// | `headers` | `TEXT NULL` | headers published with it, a JSON object of strings (the W3C trace context of the write, feature `otel`), else NULL |
+///
+/// `headers` came after the first release: [`create_table`](Self::create_table) adds it to an
+/// outbox made before, and so does the migration
+/// `migration::AddOutboxHeaders` (feature `migration`).
 #[derive(Clone)]
 pub struct Outbox {
     inner: Arc<Store>,
@@ -90,9 +96,9 @@ impl Outbox {
         Arc::clone(&self.inner) as Arc<dyn OutboxStore>
     }
 
-    /// Creates the outbox and lease tables if they do not exist (the migration, for services
-    /// that do not manage their schema otherwise; feature `migration` has it as a SeaORM
-    /// migration).
+    /// Creates the outbox and lease tables if they do not exist, and adds the `headers`
+    /// column to an outbox made before it existed (the migration, for services that do not
+    /// manage their schema otherwise; feature `migration` has it as SeaORM migrations).
     pub async fn create_table(&self) -> Result<()> {
         let db = &self.inner.db;
         let d = Dialect::of(db.get_database_backend())?;
@@ -100,6 +106,17 @@ impl Outbox {
             db.execute_unprepared(&sql)
                 .await
                 .map_err(|e| db_error("creating the outbox", e))?;
+        }
+        // Asking for the column is the one check all three databases answer alike (no
+        // `ADD COLUMN IF NOT EXISTS` in MySQL or SQLite, a different catalogue in each).
+        if db
+            .execute_unprepared(&headers_probe(d, &self.inner.table))
+            .await
+            .is_err()
+        {
+            db.execute_unprepared(&add_headers_statement(d, &self.inner.table))
+                .await
+                .map_err(|e| db_error("adding the headers column to the outbox", e))?;
         }
         Ok(())
     }
@@ -132,11 +149,11 @@ impl Outbox {
         let d = Dialect::of(db.get_database_backend())?;
         let returning = d != Dialect::MySql;
         let mut ids = Vec::with_capacity(if returning { events.len() } else { 0 });
-        for chunk in events.chunks(d.max_values() / 5) {
+        for chunk in events.chunks(d.max_values() / 6) {
             let mut q = Query::new(d);
             q.push("INSERT INTO ")
                 .ident(&self.inner.table)
-                .push(" (cqrs_id, queue, content_type, expires_at, body) VALUES ");
+                .push(" (cqrs_id, queue, content_type, expires_at, body, headers) VALUES ");
             for (n, event) in chunk.iter().enumerate() {
                 let queue = match &event.route {
                     Route::Queue { queue, .. } => Some(queue.clone()),
@@ -151,6 +168,7 @@ impl Outbox {
                     Value::from(event.content_type.as_str()),
                     Value::BigInt(event.expires.map(|t| t.timestamp_millis())),
                     Value::Bytes(Some(event.body.clone())),
+                    Value::String(headers_text(&event.headers)),
                 ]);
             }
             let fail = |e| db_error("writing the outbox", e);
@@ -188,6 +206,39 @@ pub(crate) fn lease_table(table: &str) -> String {
     format!("{table}_lease")
 }
 
+/// A statement that fails when the outbox `table` has no `headers` column.
+pub(crate) fn headers_probe(d: Dialect, table: &str) -> String {
+    format!("SELECT headers FROM {} WHERE 1 = 0", d.ident(table))
+}
+
+/// The statement that adds the `headers` column to an outbox made before it existed.
+pub(crate) fn add_headers_statement(d: Dialect, table: &str) -> String {
+    format!(
+        "ALTER TABLE {} ADD COLUMN headers TEXT NULL",
+        d.ident(table)
+    )
+}
+
+/// Headers as the `headers` column holds them: NULL when there are none.
+fn headers_text(headers: &Headers) -> Option<String> {
+    if headers.is_empty() {
+        return None;
+    }
+    serde_json::to_string(headers).ok()
+}
+
+/// The `headers` column read back. Text that is not a JSON object of strings (written by
+/// hand?) gives no headers: the event is still published, without them.
+fn headers_from(text: Option<String>) -> Headers {
+    let Some(text) = text else {
+        return Headers::new();
+    };
+    serde_json::from_str(&text).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "outbox headers are not a JSON object of strings; publishing without them");
+        Headers::new()
+    })
+}
+
 /// The statements that create the outbox and its lease table.
 pub(crate) fn create_statements(d: Dialect, table: &str, lease_table: &str) -> [String; 2] {
     let (id, body) = match d {
@@ -200,7 +251,7 @@ pub(crate) fn create_statements(d: Dialect, table: &str, lease_table: &str) -> [
         format!(
             "CREATE TABLE IF NOT EXISTS {t} (id {id}, cqrs_id VARCHAR(191) NOT NULL, \
              queue VARCHAR(191) NULL, content_type VARCHAR(64) NOT NULL, \
-             expires_at BIGINT NULL, body {body} NOT NULL)"
+             expires_at BIGINT NULL, body {body} NOT NULL, headers TEXT NULL)"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {l} (name VARCHAR(191) PRIMARY KEY, \
@@ -331,7 +382,7 @@ impl Store {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(d.max_values()) {
             let mut q = Query::new(d);
-            q.push("SELECT id, cqrs_id, queue, content_type, expires_at, body FROM ")
+            q.push("SELECT id, cqrs_id, queue, content_type, expires_at, body, headers FROM ")
                 .ident(&self.table)
                 .push(" WHERE id IN ")
                 .value_list(chunk.iter().map(|&id| Value::from(id)));
@@ -344,7 +395,7 @@ impl Store {
     async fn select(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
         let d = self.dialect()?;
         let mut q = Query::new(d);
-        q.push("SELECT id, cqrs_id, queue, content_type, expires_at, body FROM ")
+        q.push("SELECT id, cqrs_id, queue, content_type, expires_at, body, headers FROM ")
             .ident(&self.table)
             .push(" WHERE id > ")
             .value(Value::from(after))
@@ -352,7 +403,7 @@ impl Store {
         self.events(q).await
     }
 
-    /// Runs a query of `id, cqrs_id, queue, content_type, expires_at, body`.
+    /// Runs a query of `id, cqrs_id, queue, content_type, expires_at, body, headers`.
     async fn events(&self, q: Query) -> Result<Vec<StoredEvent>> {
         let rows = self
             .db
@@ -368,6 +419,7 @@ impl Store {
             let content_type: String = row.try_get_by_index(3).map_err(get)?;
             let expires_at: Option<i64> = row.try_get_by_index(4).map_err(get)?;
             let body: Vec<u8> = row.try_get_by_index(5).map_err(get)?;
+            let headers: Option<String> = row.try_get_by_index(6).map_err(get)?;
             let route = match queue {
                 Some(queue) => Route::queue(queue, cqrs_id),
                 None => Route::broadcast(cqrs_id),
@@ -379,6 +431,7 @@ impl Store {
                     body,
                     content_type,
                     expires: expires_at.and_then(DateTime::from_timestamp_millis),
+                    headers: headers_from(headers),
                 },
             });
         }

@@ -17,6 +17,7 @@ use crate::outbox::EncodedEvent;
 use crate::registry::Registry;
 use crate::stats::{Metrics, Outcome};
 use crate::telemetry::envelope_span;
+use crate::trace_context::{self, Role};
 use crate::transport::{Headers, OutgoingMessage, Route, TransportHandle};
 use crate::values;
 
@@ -31,6 +32,8 @@ pub(crate) enum Produce {
         envelope: Envelope,
         /// Broadcast, or one replica queue (a directed SYNC).
         route: Route,
+        /// Headers to publish with it (the caller's trace context).
+        headers: Headers,
     },
     /// An event a master table encoded at write time (direct mode): published as it is.
     Encoded(EncodedEvent),
@@ -72,10 +75,15 @@ impl Producer {
     }
 
     fn encode(&self, produce: Produce) -> Result<Option<(OutgoingMessage, tracing::Span)>> {
-        let (mut envelope, route) = match produce {
-            Produce::Envelope { envelope, route } => (envelope, route),
+        let (mut envelope, route, headers) = match produce {
+            Produce::Envelope {
+                envelope,
+                route,
+                headers,
+            } => (envelope, route, headers),
             Produce::Encoded(event) => {
                 let span = tracing::info_span!("cqrs.envelope", cqrs_id = %values::excerpt(event.cqrs_id()));
+                trace_context::adopt(&span, &event.headers, Role::Send);
                 return Ok(Some((event.into_message(), span)));
             }
         };
@@ -95,12 +103,13 @@ impl Producer {
             envelope.expires = ttl.map(expiry_after);
         }
         let span = envelope_span(&envelope);
+        trace_context::adopt(&span, &headers, Role::Send);
         let body = self.codec.encode(&envelope)?;
         let message = OutgoingMessage {
             route,
             body,
             content_type: self.codec.content_type().to_owned(),
-            headers: Headers::new(),
+            headers,
             expiration: None,
         };
         Ok(Some((message, span)))

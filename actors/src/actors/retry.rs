@@ -15,7 +15,8 @@ use super::{
 use crate::error::Error;
 use crate::retry::RetryDecision;
 use crate::stats::Outcome;
-use crate::transport::{Headers, OutgoingMessage, Route, Settlement};
+use crate::trace_context;
+use crate::transport::{OutgoingMessage, Route, Settlement};
 
 /// A message whose apply failed.
 #[derive(Message)]
@@ -86,7 +87,8 @@ impl Handler<RetryRequest> for Retrier {
                         route: Route::queue(shared.queue.clone(), envelope.cqrs_id.clone()),
                         body,
                         content_type: codec.content_type().to_owned(),
-                        headers: Headers::new(),
+                        // The next attempt's span is a child of this one's.
+                        headers: trace_context::of_span(&span),
                         expiration: None,
                     };
                     let park = || shared.transport.park(message.clone(), delay);

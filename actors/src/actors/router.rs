@@ -21,6 +21,7 @@ use crate::error::{Error, ErrorKind};
 use crate::handler::ReplicaEvent;
 use crate::stats::{OTHER_ID, Outcome};
 use crate::telemetry::envelope_span;
+use crate::trace_context::{self, Role};
 use crate::transport::{Deliveries, Delivery, Settlement};
 use crate::values;
 
@@ -69,6 +70,7 @@ impl Router {
             body,
             content_type,
             redelivered,
+            headers,
             ..
         } = delivery;
         let reject = |body: Vec<u8>,
@@ -104,6 +106,7 @@ impl Router {
             .metrics
             .count(&envelope.cqrs_id, Outcome::Received, 1);
         let span = envelope_span(&envelope);
+        trace_context::adopt(&span, &headers, Role::Process);
         span.in_scope(|| tracing::debug!(event = "received", routing_key = %values::excerpt(&routing_key), redelivered, "CQRS is received"));
         let Some(model) = self.shared.registry.replica(&envelope.cqrs_id) else {
             let err = Error::new(

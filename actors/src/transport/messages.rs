@@ -69,6 +69,8 @@ pub const HEADER_REASON: &str = "x-cqrs-reason";
 pub const HEADER_ERROR: &str = "x-cqrs-error";
 /// Header with the W3C trace context.
 pub const HEADER_TRACEPARENT: &str = "traceparent";
+/// Header with the W3C trace state that goes with [`HEADER_TRACEPARENT`], when it is not empty.
+pub const HEADER_TRACESTATE: &str = "tracestate";
 
 /// A message on its way to the broker.
 #[derive(Clone, PartialEq, Eq)]

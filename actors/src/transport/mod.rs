@@ -57,8 +57,8 @@ mod operator;
 pub use handle::{Transport, TransportHandle};
 pub use messages::{
     Cancel, ConsumerTag, Declare, Deliveries, Delivery, DeliveryTag, HEADER_ERROR, HEADER_REASON,
-    HEADER_TRACEPARENT, Headers, Inspect, MAX_DELIVERIES, OutgoingMessage, Park, Ping, Publish,
-    PublishDeadLetter, QueueStats, Route, Settle, Settlement, Subscribe,
+    HEADER_TRACEPARENT, HEADER_TRACESTATE, Headers, Inspect, MAX_DELIVERIES, OutgoingMessage, Park,
+    Ping, Publish, PublishDeadLetter, QueueStats, Route, Settle, Settlement, Subscribe,
 };
 pub use operator::{
     DeadLetter, DeleteQueue, DescribeQueue, ListDeadLetters, PurgeDeadLetters, RetryDeadLetters,
