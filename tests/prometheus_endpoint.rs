@@ -180,7 +180,9 @@ async fn the_endpoint_is_scraped_and_parsed_after_a_known_scenario() {
         "{buckets:?}"
     );
     assert!(
-        buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+        buckets
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
         "cumulative buckets in order: {buckets:?}"
     );
     assert_eq!(buckets.last().map(|b| b.1), Some(2.0));
