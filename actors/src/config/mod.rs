@@ -67,6 +67,10 @@ pub use sections::{MasterConfig, ModelConfig, ObservabilityConfig, ReplicaConfig
 /// [models.author]             # per-CQRS-id overrides
 /// max_retries = 5
 ///
+/// [observability]             # sampled gauges and health checks
+/// sample_interval = 10.0      # seconds
+/// relay_stuck_after = 60.0    # seconds an outbox relay may stand still
+///
 /// [rabbitmq]                  # read by the RabbitMQ transport
 /// queue_type = "classic"
 /// ```

@@ -234,5 +234,24 @@ mod tests {
         assert!(err.to_string().starts_with("config: url"), "{err}");
         let err = CqrsConfig::from_toml_str("[models.a]\njitter = 2.0").unwrap_err();
         assert!(err.to_string().contains("models.a.jitter"), "{err}");
+        let err = CqrsConfig::from_toml_str("[observability]\nsample_interval = 0").unwrap_err();
+        assert!(
+            err.to_string().contains("observability.sample_interval"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn observability_from_file_and_environment() {
+        let c = CqrsConfig::from_sources(
+            "[observability]\nprobe_timeout = 0.5\ncrash_loop_restarts = 3\n",
+            env(&[("CQRS_OBSERVABILITY__RELAY_STUCK_AFTER", "5")]),
+        )
+        .unwrap();
+        let o = c.observability();
+        assert_eq!(o.probe_timeout(), Duration::from_millis(500));
+        assert_eq!(o.relay_stuck_after(), Duration::from_secs(5));
+        assert_eq!(o.crash_loop_restarts(), 3);
+        assert_eq!(o.sample_interval(), Duration::from_secs(10));
     }
 }
