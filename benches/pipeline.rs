@@ -5,9 +5,10 @@
 //! Each figure is measured twice in turn, in child processes: quiet (no tracing subscriber, no
 //! metrics recorder) and observed (tracing at `info`, and with `--features prometheus` the
 //! Prometheus recorder scraped every second); the observed rate is printed as a share of the
-//! quiet one.
+//! quiet one. With `--features otel` the observed runs also make every span an OpenTelemetry
+//! span and carry `traceparent` in each message.
 //!
-//! `cargo bench --bench pipeline [--features prometheus]` (`PIPELINE_EVENTS=N` to change the
+//! `cargo bench --bench pipeline [--features prometheus,otel]` (`PIPELINE_EVENTS=N` to change the
 //! run size).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)] // a bench prints its figures and may panic
@@ -83,8 +84,8 @@ enum Mode {
     /// No recorder and no tracing subscriber: the figures per CQRS id are kept, nothing reads
     /// them.
     Quiet,
-    /// A tracing subscriber at `info` (formatting into a sink) and, with the `prometheus`
-    /// feature, the Prometheus recorder with a scrape every second.
+    /// A tracing subscriber at `info` (formatting into a sink; with `otel`, an OpenTelemetry
+    /// layer too) and, with `prometheus`, the Prometheus recorder scraped every second.
     Observed,
 }
 
@@ -102,10 +103,19 @@ fn observe(mode: Mode) {
     if mode == Mode::Quiet {
         return;
     }
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .with_writer(std::io::sink)
-        .finish();
+    use tracing_subscriber::layer::SubscriberExt;
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info"))
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink));
+    // With `otel`, every span is an OpenTelemetry span too and each message carries its
+    // `traceparent`; the spans end in a provider without an exporter.
+    #[cfg(feature = "otel")]
+    let subscriber = {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "pipeline-bench");
+        std::mem::forget(provider);
+        subscriber.with(tracing_opentelemetry::layer().with_tracer(tracer))
+    };
     tracing::subscriber::set_global_default(subscriber).unwrap();
     #[cfg(feature = "prometheus")]
     {
@@ -185,10 +195,11 @@ fn main() {
         );
         println!(
             "workers={workers}: {o:>9.0} events/s observed ({}) = {:.1} % of quiet   ceiling: >= 90 %   {}",
-            if cfg!(feature = "prometheus") {
-                "tracing at info + Prometheus recorder"
-            } else {
-                "tracing at info; add --features prometheus for the recorder"
+            match (cfg!(feature = "prometheus"), cfg!(feature = "otel")) {
+                (true, true) => "tracing at info + OpenTelemetry spans + Prometheus recorder",
+                (true, false) => "tracing at info + Prometheus recorder",
+                (false, true) => "tracing at info + OpenTelemetry spans",
+                (false, false) => "tracing at info; --features prometheus,otel for the rest",
             },
             o / q * 100.0,
             if o >= 0.9 * q {

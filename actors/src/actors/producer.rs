@@ -16,7 +16,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::outbox::EncodedEvent;
 use crate::registry::Registry;
 use crate::stats::{Metrics, Outcome};
-use crate::telemetry::envelope_span;
+use crate::telemetry::send_span;
 use crate::trace_context::{self, Role};
 use crate::transport::{Headers, OutgoingMessage, Route, TransportHandle};
 use crate::values;
@@ -82,7 +82,7 @@ impl Producer {
                 headers,
             } => (envelope, route, headers),
             Produce::Encoded(event) => {
-                let span = tracing::info_span!("cqrs.envelope", cqrs_id = %values::excerpt(event.cqrs_id()));
+                let span = tracing::debug_span!("cqrs.envelope", cqrs_id = %values::excerpt(event.cqrs_id()));
                 trace_context::adopt(&span, &event.headers, Role::Send);
                 return Ok(Some((event.into_message(), span)));
             }
@@ -102,7 +102,7 @@ impl Producer {
                 .unwrap_or_else(|| self.config.master().message_ttl());
             envelope.expires = ttl.map(expiry_after);
         }
-        let span = envelope_span(&envelope);
+        let span = send_span(&envelope);
         trace_context::adopt(&span, &headers, Role::Send);
         let body = self.codec.encode(&envelope)?;
         let message = OutgoingMessage {
@@ -134,7 +134,7 @@ impl Producer {
                             metrics.count(&cqrs_id, Outcome::Published, 1);
                             span.in_scope(|| tracing::debug!(event = "published", "CQRS is published"));
                         }
-                        Err(e) => span.in_scope(|| tracing::error!(event = "publish_failed", error = %e, "CQRS couldn't be published")),
+                        Err(e) => span.in_scope(|| tracing::error!(event = "publish_failed", cqrs_id = %values::excerpt(&cqrs_id), error = %e, "CQRS couldn't be published")),
                     }
                     let _ = reply.send(result);
                 }

@@ -304,12 +304,19 @@ fn record_lag(figures: &IdMetrics, event: &ReplicaEvent, committed: DateTime<Utc
 }
 
 fn log_applied(figures: &IdMetrics, span: &tracing::Span, applied: Applied) {
+    if let Applied::Created | Applied::Updated | Applied::Deleted = applied {
+        figures.count(Outcome::Applied, 1);
+        // The common case: enter the span only when its event is recorded.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            span.in_scope(
+                || tracing::debug!(event = "applied", outcome = ?applied, "CQRS is applied"),
+            );
+        }
+        return;
+    }
     let _enter = span.enter();
     match applied {
-        Applied::Created | Applied::Updated | Applied::Deleted => {
-            figures.count(Outcome::Applied, 1);
-            tracing::debug!(event = "applied", outcome = ?applied, "CQRS is applied");
-        }
+        Applied::Created | Applied::Updated | Applied::Deleted => {}
         Applied::UpdatedAfterGap { missing } => {
             figures.count(Outcome::Applied, 1);
             figures.count(Outcome::Gap, 1);

@@ -107,7 +107,10 @@ impl Router {
             .count(&envelope.cqrs_id, Outcome::Received, 1);
         let span = envelope_span(&envelope);
         trace_context::adopt(&span, &headers, Role::Process);
-        span.in_scope(|| tracing::debug!(event = "received", routing_key = %values::excerpt(&routing_key), redelivered, "CQRS is received"));
+        // Entering a span costs even when its event is filtered out: look first.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            span.in_scope(|| tracing::debug!(event = "received", routing_key = %values::excerpt(&routing_key), redelivered, "CQRS is received"));
+        }
         let Some(model) = self.shared.registry.replica(&envelope.cqrs_id) else {
             let err = Error::new(
                 ErrorKind::UnknownCqrsId,
