@@ -288,6 +288,7 @@ impl HistogramSnapshot {
 
 /// The figures of one CQRS id.
 pub struct IdMetrics {
+    cqrs_id: String,
     published: Counter,
     received: Counter,
     applied: Counter,
@@ -318,6 +319,7 @@ impl IdMetrics {
         let labels = [("cqrs_id", cqrs_id.to_owned())];
         let counter = |name| Counter::new(name, &labels);
         Self {
+            cqrs_id: cqrs_id.to_owned(),
             published: counter("cqrs_events_published_total"),
             received: counter("cqrs_events_received_total"),
             applied: counter("cqrs_events_applied_total"),
@@ -334,6 +336,12 @@ impl IdMetrics {
             in_flight: Gauge::new("cqrs_events_in_flight", &labels),
             outbox_depth: Gauge::new("cqrs_outbox_depth", &labels),
         }
+    }
+
+    /// The CQRS id these figures are of ([`OTHER_ID`] for the shared entry).
+    #[must_use]
+    pub fn cqrs_id(&self) -> &str {
+        &self.cqrs_id
     }
 
     /// Records one batch its handler applied: its size and how long the handler took.

@@ -123,18 +123,17 @@ impl Producer {
                 break;
             };
             self.in_flight += 1;
-            let cqrs_id = message.route.cqrs_id().to_owned();
+            let figures = self.metrics.id(message.route.cqrs_id());
             let request = self.transport.publish(message);
-            let metrics = Arc::clone(&self.metrics);
             ctx.spawn(
                 async move {
                     let result = request.await;
                     match &result {
                         Ok(()) => {
-                            metrics.count(&cqrs_id, Outcome::Published, 1);
+                            figures.count(Outcome::Published, 1);
                             span.in_scope(|| tracing::debug!(event = "published", "CQRS is published"));
                         }
-                        Err(e) => span.in_scope(|| tracing::error!(event = "publish_failed", cqrs_id = %values::excerpt(&cqrs_id), error = %e, "CQRS couldn't be published")),
+                        Err(e) => span.in_scope(|| tracing::error!(event = "publish_failed", cqrs_id = %values::excerpt(figures.cqrs_id()), error = %e, "CQRS couldn't be published")),
                     }
                     let _ = reply.send(result);
                 }
