@@ -84,8 +84,9 @@ enum Mode {
     /// No recorder and no tracing subscriber: the figures per CQRS id are kept, nothing reads
     /// them.
     Quiet,
-    /// A tracing subscriber at `info` (formatting into a sink; with `otel`, an OpenTelemetry
-    /// layer too) and, with `prometheus`, the Prometheus recorder scraped every second.
+    /// A tracing subscriber at `info` (formatting without colours into a sink, as a service
+    /// logging to a collector does; with `otel`, an OpenTelemetry layer too) and, with
+    /// `prometheus`, the Prometheus recorder scraped every second.
     Observed,
 }
 
@@ -106,7 +107,11 @@ fn observe(mode: Mode) {
     use tracing_subscriber::layer::SubscriberExt;
     let subscriber = tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new("info"))
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink));
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(std::io::sink),
+        );
     // With `otel`, every span is an OpenTelemetry span too and each message carries its
     // `traceparent`; the spans end in a provider without an exporter.
     #[cfg(feature = "otel")]
