@@ -463,6 +463,29 @@ mod tests {
         fn handle(&mut self, _: LinkUp, _: &mut Context<Self>) {}
     }
 
+    /// A connection task for `config` and a publishing task over it with `window` unconfirmed
+    /// messages; the sink it reports to must live as long as the test.
+    fn pipeline(
+        config: &Arc<RabbitMqConfig>,
+        window: usize,
+    ) -> (ConfirmPipeline, LinkRx, Addr<Sink>) {
+        let sink = Sink.start();
+        let (link_tx, link_rx) = watch::channel(None);
+        let lost = link::spawn(
+            Arc::clone(config),
+            Arc::new(Mutex::new(Vec::new())),
+            link_tx,
+            sink.clone().recipient().downgrade(),
+        );
+        let limits = Limits {
+            window,
+            timeout: Duration::from_secs(30),
+            attempts: 3,
+        };
+        let publisher = ConfirmPipeline::spawn(link_rx.clone(), lost, limits);
+        (publisher, link_rx, sink)
+    }
+
     fn outgoing(exchange: &str, routing_key: &str) -> Outgoing {
         Outgoing {
             exchange: exchange.into(),
@@ -507,20 +530,7 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
 
-        let sink = Sink.start();
-        let (link_tx, link_rx) = watch::channel(None);
-        let lost = link::spawn(
-            Arc::clone(&config),
-            Arc::new(Mutex::new(Vec::new())),
-            link_tx,
-            sink.clone().recipient().downgrade(),
-        );
-        let limits = Limits {
-            window: 10,
-            timeout: Duration::from_secs(30),
-            attempts: 3,
-        };
-        let publisher = ConfirmPipeline::spawn(link_rx.clone(), lost, limits);
+        let (publisher, link_rx, _sink) = pipeline(&config, 10);
         let started = Instant::now();
         let refused = publisher.publish(outgoing(&format!("{unique}_missing"), "x"));
         let good = publisher.publish(outgoing("", &unique));
@@ -578,20 +588,7 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
 
-        let sink = Sink.start();
-        let (link_tx, link_rx) = watch::channel(None);
-        let lost = link::spawn(
-            Arc::clone(&config),
-            Arc::new(Mutex::new(Vec::new())),
-            link_tx,
-            sink.clone().recipient().downgrade(),
-        );
-        let limits = Limits {
-            window: 64,
-            timeout: Duration::from_secs(30),
-            attempts: 3,
-        };
-        let publisher = ConfirmPipeline::spawn(link_rx, lost, limits);
+        let (publisher, _link, _sink) = pipeline(&config, 64);
         let nowhere = format!("{unique}_nowhere");
         let mut answers = Vec::new();
         for i in 0..400 {
