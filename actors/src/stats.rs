@@ -344,6 +344,11 @@ impl IdMetrics {
         &self.cqrs_id
     }
 
+    /// Events waiting in the outbox, as last sampled.
+    pub(crate) fn outbox_depth(&self) -> u64 {
+        self.outbox_depth.get()
+    }
+
     /// Records one batch its handler applied: its size and how long the handler took.
     pub(crate) fn record_batch(&self, events: usize, seconds: f64) {
         #[allow(clippy::cast_precision_loss)] // a batch is far below 2^52

@@ -587,9 +587,10 @@ impl HealthProbe {
     /// - `transport` (ready): the broker connection is up ([`Ping`](crate::transport::Ping));
     /// - `database:<cqrs_id>` (ready): each replica model's handler can apply now (a table
     ///   adapter pings its database);
-    /// - `outbox:<name>` (ready): each outbox answers, and its relay moved (deleted relayed
-    ///   events or found none waiting) within `observability.relay_stuck_after`, unless another
-    ///   process holds its lease;
+    /// - `outbox:<name>` (ready): the relay's last round of each outbox succeeded (it reads
+    ///   the outbox, or asks for its lease, every poll interval), and while events wait (as
+    ///   last sampled) it moved (deleted relayed events or found none waiting) within
+    ///   `observability.relay_stuck_after`, unless another process holds its lease;
     /// - `workers` (live): fewer than `observability.crash_loop_restarts` worker restarts in
     ///   the last minute;
     /// - `consumer` (live): the replica's router and workers run.
@@ -617,31 +618,29 @@ impl HealthProbe {
                     .map(|()| "answers".to_owned()),
             );
         }
+        // The relay reads its outbox every poll interval and the sampler counts it: a probe
+        // asks neither again (a count over a large backlog could outlast the probe).
         for ((outbox, cqrs_ids), control) in &self.relays {
             let name = format!("outbox:{}", outbox.name());
-            let answers = within(timeout, outbox.waiting()).await;
             let status = control.status().clone();
             let still = status.moved.elapsed();
-            let result = match answers {
-                Err(e) => Err(e),
-                Ok(waiting) => {
-                    let depth: u64 = waiting
-                        .iter()
-                        .filter(|(id, _)| cqrs_ids.contains(id))
-                        .map(|(_, n)| n)
-                        .sum();
-                    if !status.leader {
-                        Ok(format!("{depth} waiting; another process relays it"))
-                    } else if depth > 0 && still > obs.relay_stuck_after() {
-                        Err(format!(
-                            "{depth} events waiting and the relay has not moved for {:.0} s{}",
-                            still.as_secs_f64(),
-                            status.error.map(|e| format!(": {e}")).unwrap_or_default()
-                        ))
-                    } else {
-                        Ok(format!("{depth} waiting"))
-                    }
-                }
+            let depth: u64 = cqrs_ids
+                .iter()
+                .map(|id| self.metrics.id(id).outbox_depth())
+                .sum();
+            let result = if let Some(error) = status.error {
+                Err(format!(
+                    "{depth} waiting; the relay's last round failed: {error}"
+                ))
+            } else if !status.leader {
+                Ok(format!("{depth} waiting; another process relays it"))
+            } else if depth > 0 && still > obs.relay_stuck_after() {
+                Err(format!(
+                    "{depth} events waiting and the relay has not moved for {:.0} s",
+                    still.as_secs_f64()
+                ))
+            } else {
+                Ok(format!("{depth} waiting"))
             };
             health.push(name, Probe::Ready, result);
         }

@@ -236,6 +236,7 @@ impl Relay {
                         let mut s = self.control.status();
                         s.leader = false;
                         s.moved = Instant::now();
+                        s.error = None;
                     }
                     self.report_unknown_ids().await;
                     let wake = self.outbox.wake_signal();
