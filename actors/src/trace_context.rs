@@ -6,10 +6,13 @@
 //! published later by the relay carries the context of the write, not of the relay.
 //!
 //! On the replica, the span of each event (`cqrs.envelope`, the span its apply, retry and dead
-//! letter are recorded in) is made a child of the context its message carried. Events applied
-//! together in one batch keep one span each, each with its own remote parent, rather than one
-//! batch span with links: a trace then shows every write followed by its own apply. A retry
-//! copy carries the context of the failed attempt's span, so the next attempt is its child.
+//! letter are recorded in) is made a child of the context its message carried. A message whose
+//! `traceparent` is sampled gets its span at once, so that the trace of a write goes on to its
+//! apply; events applied together in one batch keep one span each, each with its own remote
+//! parent, rather than one batch span with links. Other messages get their span only when
+//! something is recorded about them (see `EnvelopeSpan`), still with the carried context as
+//! parent. A retry copy carries the context of the failed attempt's span, so the next attempt
+//! is its child.
 //!
 //! Messages without the headers (django-cqrs peers, or a master without `otel`) are handled as
 //! before: the span has no remote parent. Without the feature every function here is a no-op
@@ -109,6 +112,26 @@ pub(crate) fn adopt(span: &Span, headers: &Headers, role: Role) {
 #[cfg(not(feature = "otel"))]
 pub(crate) fn adopt(_span: &Span, _headers: &Headers, _role: Role) {}
 
+/// Whether `headers` carry a trace context whose `traceparent` says it is sampled: the
+/// replica then continues the trace with a span of its own for the message. A malformed one is
+/// left to [`adopt`], which ignores it.
+#[cfg(feature = "otel")]
+#[must_use]
+pub(crate) fn is_sampled(headers: &Headers) -> bool {
+    headers
+        .get(HEADER_TRACEPARENT)
+        .and_then(|tp| tp.rsplit('-').next())
+        .and_then(|flags| u8::from_str_radix(flags, 16).ok())
+        .is_some_and(|flags| flags & 0x01 == 0x01)
+}
+
+/// Whether `headers` carry a sampled trace context: never without the feature `otel`.
+#[cfg(not(feature = "otel"))]
+#[must_use]
+pub(crate) fn is_sampled(_headers: &Headers) -> bool {
+    false
+}
+
 /// Headers as the propagator writes them.
 #[cfg(feature = "otel")]
 struct Carrier<'a>(&'a mut Headers);
@@ -160,6 +183,22 @@ mod tests {
         assert!(extract.get(HEADER_TRACEPARENT).is_some());
         assert_eq!(extract.get(HEADER_TRACESTATE), None);
         assert_eq!(extract.get("x-other"), None);
+    }
+
+    #[test]
+    fn only_a_sampled_traceparent_asks_for_a_span_at_once() {
+        let with = |tp: &str| {
+            let mut headers = Headers::new();
+            headers.insert(HEADER_TRACEPARENT.to_owned(), tp.to_owned());
+            headers
+        };
+        let id = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7";
+        assert!(is_sampled(&with(&format!("{id}-01"))));
+        assert!(is_sampled(&with(&format!("{id}-03"))));
+        assert!(!is_sampled(&with(&format!("{id}-00"))));
+        assert!(!is_sampled(&with(&format!("{id}-zz"))));
+        assert!(!is_sampled(&with("")));
+        assert!(!is_sampled(&Headers::new()));
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::handler::ReplicaEvent;
 use crate::registry::Registry;
 use crate::retry::RetryPolicy;
 use crate::stats::{Metrics, Outcome};
+use crate::telemetry::EnvelopeSpan;
 use crate::transport::{Declare, DeliveryTag, Settlement, TransportHandle};
 
 pub(crate) use dead_letter::{DeadLetterRequest, DeadLetterer};
@@ -139,7 +140,15 @@ pub(crate) struct Delivered {
     /// The body as received, kept for the dead-letter queue.
     pub body: Vec<u8>,
     pub content_type: Option<String>,
-    pub span: tracing::Span,
+    /// The message's span, made when first needed.
+    pub span: EnvelopeSpan,
+}
+
+impl Incoming {
+    /// The span of this message: everything recorded about it goes in it.
+    pub fn span(&self) -> &tracing::Span {
+        self.delivered.span.get(self.event.envelope())
+    }
 }
 
 /// Waits until an actor has nothing in flight.

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use futures_util::future::join_all;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::{Delivered, Drain, IdleWaiters, Incoming, ReplicaShared, Retrier, RetryRequest};
 use crate::envelope::SignalType;
@@ -186,8 +187,12 @@ async fn apply_batch(
         let (events, delivered): (Vec<ReplicaEvent>, Vec<Delivered>) =
             group.into_iter().map(|i| (i.event, i.delivered)).unzip();
         let started = Instant::now();
+        // One span per batch: what the handler records goes in it, and it times the apply.
+        let batch_span =
+            tracing::info_span!("cqrs.batch", cqrs_id = %cqrs_id, events = events.len());
         let outcome = AssertUnwindSafe(handler.apply_batch(&events))
             .catch_unwind()
+            .instrument(batch_span)
             .await;
         let count = events.len();
         let figures = shared.metrics.id(&cqrs_id);
@@ -202,7 +207,7 @@ async fn apply_batch(
                 for (incoming, result) in group.zip(results) {
                     match result {
                         Ok(applied) => {
-                            log_applied(&figures, &incoming.delivered.span, applied);
+                            log_applied(&figures, &incoming, applied);
                             if writes(applied) {
                                 record_lag(&figures, &incoming.event, committed);
                             }
@@ -263,8 +268,7 @@ async fn apply_batch(
         .into_iter()
         .map(|(incoming, error)| {
             incoming
-                .delivered
-                .span
+                .span()
                 .in_scope(|| tracing::warn!(event = "failed", error = %error, "CQRS is failed"));
             let tag = incoming.delivered.tag;
             let ids = super::id_counts([incoming.event.cqrs_id()]);
@@ -303,18 +307,18 @@ fn record_lag(figures: &IdMetrics, event: &ReplicaEvent, committed: DateTime<Utc
     }
 }
 
-fn log_applied(figures: &IdMetrics, span: &tracing::Span, applied: Applied) {
+fn log_applied(figures: &IdMetrics, incoming: &Incoming, applied: Applied) {
     if let Applied::Created | Applied::Updated | Applied::Deleted = applied {
         figures.count(Outcome::Applied, 1);
-        // The common case: enter the span only when its event is recorded.
+        // The common case: make and enter the span only when its event is recorded.
         if tracing::enabled!(tracing::Level::DEBUG) {
-            span.in_scope(
+            incoming.span().in_scope(
                 || tracing::debug!(event = "applied", outcome = ?applied, "CQRS is applied"),
             );
         }
         return;
     }
-    let _enter = span.enter();
+    let _enter = incoming.span().enter();
     match applied {
         Applied::Created | Applied::Updated | Applied::Deleted => {}
         Applied::UpdatedAfterGap { missing } => {

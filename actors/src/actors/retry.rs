@@ -69,7 +69,7 @@ impl Handler<RetryRequest> for Retrier {
             let (tag, codec, span) = (
                 incoming.delivered.tag,
                 incoming.delivered.codec,
-                incoming.delivered.span.clone(),
+                incoming.span().clone(),
             );
             let envelope = incoming.event.envelope();
             match decision {
@@ -144,6 +144,7 @@ async fn send_dead_letter(
 
 /// The dead letter of a decoded message: the body as it was received (its `retries` unchanged).
 pub(super) fn dead_letter(incoming: Incoming, reason: &str, error: String) -> DeadLetterRequest {
+    let span = incoming.span().clone();
     DeadLetterRequest {
         tag: incoming.delivered.tag,
         cqrs_id: Some(incoming.event.cqrs_id().to_owned()),
@@ -151,7 +152,7 @@ pub(super) fn dead_letter(incoming: Incoming, reason: &str, error: String) -> De
         content_type: incoming.delivered.content_type,
         reason: reason.to_owned(),
         error,
-        span: incoming.delivered.span,
+        span,
     }
 }
 

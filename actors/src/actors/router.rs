@@ -20,8 +20,7 @@ use crate::envelope::SignalType;
 use crate::error::{Error, ErrorKind};
 use crate::handler::ReplicaEvent;
 use crate::stats::{OTHER_ID, Outcome};
-use crate::telemetry::envelope_span;
-use crate::trace_context::{self, Role};
+use crate::telemetry::EnvelopeSpan;
 use crate::transport::{Deliveries, Delivery, Settlement};
 use crate::values;
 
@@ -105,11 +104,10 @@ impl Router {
         self.shared
             .metrics
             .count(&envelope.cqrs_id, Outcome::Received, 1);
-        let span = envelope_span(&envelope);
-        trace_context::adopt(&span, &headers, Role::Process);
+        let span = EnvelopeSpan::new(&envelope, headers);
         // Entering a span costs even when its event is filtered out: look first.
         if tracing::enabled!(tracing::Level::DEBUG) {
-            span.in_scope(|| tracing::debug!(event = "received", routing_key = %values::excerpt(&routing_key), redelivered, "CQRS is received"));
+            span.get(&envelope).in_scope(|| tracing::debug!(event = "received", routing_key = %values::excerpt(&routing_key), redelivered, "CQRS is received"));
         }
         let Some(model) = self.shared.registry.replica(&envelope.cqrs_id) else {
             let err = Error::new(
@@ -119,16 +117,22 @@ impl Router {
                     values::excerpt(&envelope.cqrs_id)
                 ),
             );
-            span.in_scope(
+            span.get(&envelope).in_scope(
                 || tracing::error!(event = "rejected", error = %err, "No model with such CQRS_ID"),
             );
             // No binding carries an unknown id: the dead letter goes to the queue directly.
-            return reject(body, content_type, None, err, span);
+            return reject(body, content_type, None, err, span.get(&envelope).clone());
         };
         let cqrs_id = envelope.cqrs_id.clone();
         if let Err(err) = envelope.validate() {
-            span.in_scope(|| tracing::error!(event = "rejected", error = %err, "CQRS message is inconsistent"));
-            return reject(body, content_type, Some(cqrs_id), err, span);
+            span.get(&envelope).in_scope(|| tracing::error!(event = "rejected", error = %err, "CQRS message is inconsistent"));
+            return reject(
+                body,
+                content_type,
+                Some(cqrs_id),
+                err,
+                span.get(&envelope).clone(),
+            );
         }
         let now = Utc::now();
         if envelope.is_expired(now) {
@@ -136,11 +140,17 @@ impl Router {
                 ErrorKind::Expired,
                 format!("expired at {:?}", envelope.expires),
             );
-            return reject(body, content_type, Some(cqrs_id), err, span);
+            return reject(
+                body,
+                content_type,
+                Some(cqrs_id),
+                err,
+                span.get(&envelope).clone(),
+            );
         }
         let direct = routing_key.strip_prefix(&self.direct_prefix) == Some(cqrs_id.as_str());
         if model.only_direct_syncs() && envelope.signal_type == SignalType::Sync && !direct {
-            span.in_scope(|| {
+            span.get(&envelope).in_scope(|| {
                 tracing::info!(
                     event = "skipped",
                     reason = "broadcast_sync",
