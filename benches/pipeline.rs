@@ -2,11 +2,13 @@
 //! the Producer (confirmed), the replica routes, shards over the workers, applies and acks.
 //! Prints events/s next to the target.
 //!
-//! Each figure is measured twice in turn, in child processes: quiet (no tracing subscriber, no
+//! Each figure is measured in turn, in child processes: quiet (no tracing subscriber, no
 //! metrics recorder) and observed (tracing at `info`, and with `--features prometheus` the
 //! Prometheus recorder scraped every second); the observed rate is printed as a share of the
 //! quiet one. With `--features otel` the observed runs also make every span an OpenTelemetry
-//! span and carry `traceparent` in each message.
+//! span, and a third, traced run writes every event inside a span of its own, so that every
+//! message carries a sampled `traceparent` and every apply continues its trace: the cost of
+//! tracing all traffic rather than a sample of it.
 //!
 //! `cargo bench --bench pipeline [--features prometheus,otel]` (`PIPELINE_EVENTS=N` to change the
 //! run size).
@@ -33,7 +35,7 @@ fn row(id: u64) -> JsonObject {
     map
 }
 
-async fn run(events: u64, workers: usize) -> (f64, Duration) {
+async fn run(events: u64, workers: usize, traced: bool) -> (f64, Duration) {
     let (transport, _broker) = MemoryBroker::default().start_transport();
     let applied = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&applied);
@@ -60,7 +62,13 @@ async fn run(events: u64, workers: usize) -> (f64, Duration) {
     let start = Instant::now();
     let mut pending = Vec::with_capacity(1024);
     for id in 0..events {
-        pending.push(publisher.save("author", row(id)));
+        if traced {
+            // A service's write span: the message carries its context to the replica.
+            let span = tracing::info_span!("write", id);
+            pending.push(span.in_scope(|| publisher.save("author", row(id))));
+        } else {
+            pending.push(publisher.save("author", row(id)));
+        }
         if pending.len() == 1024 {
             for f in pending.drain(..) {
                 f.await.unwrap();
@@ -88,6 +96,9 @@ enum Mode {
     /// logging to a collector does; with `otel`, an OpenTelemetry layer too) and, with
     /// `prometheus`, the Prometheus recorder scraped every second.
     Observed,
+    /// Observed, and every event written in a span whose context its message carries (with
+    /// `otel`: every message's apply is an OpenTelemetry span of the write's trace).
+    Traced,
 }
 
 impl Mode {
@@ -95,6 +106,7 @@ impl Mode {
         match self {
             Mode::Quiet => "quiet",
             Mode::Observed => "observed",
+            Mode::Traced => "traced",
         }
     }
 }
@@ -165,15 +177,17 @@ fn median(mut rates: Vec<f64>) -> f64 {
 fn main() {
     if let Ok(spec) = std::env::var("CQRS_PIPELINE_CHILD") {
         let mut parts = spec.split(' ');
-        let mode = if parts.next() == Some("observed") {
-            Mode::Observed
-        } else {
-            Mode::Quiet
+        let mode = match parts.next() {
+            Some("observed") => Mode::Observed,
+            Some("traced") => Mode::Traced,
+            _ => Mode::Quiet,
         };
         let events: u64 = parts.next().unwrap().parse().unwrap();
         let workers: usize = parts.next().unwrap().parse().unwrap();
         observe(mode);
-        let rate = actix::System::new().block_on(run(events, workers)).0;
+        let rate = actix::System::new()
+            .block_on(run(events, workers, mode == Mode::Traced))
+            .0;
         println!("rate {rate}");
         return;
     }
@@ -186,10 +200,13 @@ fn main() {
     );
     for workers in [1, 4] {
         // Quiet and observed in turn, so that both see the same machine.
-        let (mut quiet, mut observed) = (Vec::new(), Vec::new());
+        let (mut quiet, mut observed, mut traced) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..3 {
             quiet.push(child(Mode::Quiet, events, workers));
             observed.push(child(Mode::Observed, events, workers));
+            if cfg!(feature = "otel") {
+                traced.push(child(Mode::Traced, events, workers));
+            }
         }
         let (q, o) = (median(quiet.clone()), median(observed.clone()));
         println!(
@@ -213,5 +230,12 @@ fn main() {
                 "OVER 10 % OVERHEAD"
             }
         );
+        if !traced.is_empty() {
+            let t = median(traced);
+            println!(
+                "workers={workers}: {t:>9.0} events/s traced (as observed, every message in a sampled trace) = {:.1} % of quiet",
+                t / q * 100.0
+            );
+        }
     }
 }
