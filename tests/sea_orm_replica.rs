@@ -32,6 +32,7 @@ on_each_db!(
     bad_data_is_not_retried,
     hooks_replace_the_default_writes,
     tombstones_off_and_on,
+    a_save_and_a_delete_applied_at_once_by_two_processes_leave_no_row,
     batches_match_the_rules_one_by_one,
     large_batches_write_what_small_ones_write,
     a_failing_event_is_isolated_from_its_batch,
@@ -425,6 +426,56 @@ async fn tombstones_off_and_on(backend: Backend) {
             .unwrap(),
         Applied::Created,
         "a newer revision than the delete comes back"
+    );
+    t.cleanup().await;
+}
+
+/// Applies `events` until each is applied, as the replica's retries do with failed events
+/// (a deadlock or a busy database between two processes).
+async fn apply_until_applied(table: &ReplicaTable, mut events: Vec<ReplicaEvent>) {
+    for _ in 0..50 {
+        let results = table.apply_batch(&events).await;
+        events = events
+            .into_iter()
+            .zip(results)
+            .filter_map(|(e, r)| r.is_err().then_some(e))
+            .collect();
+        if events.is_empty() {
+            return;
+        }
+    }
+    panic!("{} events never applied", events.len());
+}
+
+/// Competing consumers: one process applies the SAVEs of new rows while another applies
+/// their DELETEs, at the same time. Whatever the order, a deleted row must not be left behind
+/// (a DELETE that found no row stores a tombstone the SAVE must see).
+async fn a_save_and_a_delete_applied_at_once_by_two_processes_leave_no_row(backend: Backend) {
+    let (t, table) = setup(backend, "race").await;
+    let tombstones = Tombstones::new(unique("race"));
+    tombstones.create_table(&t.db).await.unwrap();
+    let first = table.with_tombstones(tombstones.clone());
+    let second = ReplicaTable::new(t.reconnect().await, book::Entity)
+        .unwrap()
+        .with_tombstones(tombstones);
+    for round in 0..8_i64 {
+        let ids = round * 200 + 1..=round * 200 + 200;
+        let saves: Vec<_> = ids
+            .clone()
+            .map(|id| event(SignalType::Save, data(id, 0, "new")))
+            .collect();
+        let deletes: Vec<_> = ids.map(|id| delete(id, 1)).collect();
+        futures_util::join!(
+            apply_until_applied(&first, saves),
+            apply_until_applied(&second, deletes),
+        );
+    }
+    let left = book::Entity::find().all(&t.db).await.unwrap();
+    assert!(
+        left.is_empty(),
+        "{} deleted rows came back, such as {:?}",
+        left.len(),
+        left.first().map(|b| b.id)
     );
     t.cleanup().await;
 }

@@ -47,6 +47,57 @@ impl Tombstones {
         Ok(())
     }
 
+    /// Locks `keys` of `table` until `txn` ends, before anything about them is read: every
+    /// replica transaction with tombstones takes the same locks, so two processes applying
+    /// events of one row (a DELETE of a row not there yet and its SAVE, on competing
+    /// consumers) run one after the other, and the second sees the first's row or tombstone.
+    /// Without it, a SAVE that read no tombstone could insert the row after a concurrent
+    /// DELETE found nothing to delete and stored its tombstone, bringing the row back.
+    ///
+    /// PostgreSQL: transaction-scoped advisory locks, in one order. MySQL/MariaDB: the keys'
+    /// rows in the tombstone table, written with revision -1 when they have none (no lock on
+    /// a missing row holds there otherwise). SQLite: nothing, it has one writer at a time.
+    pub(crate) async fn lock(
+        &self,
+        txn: &DatabaseTransaction,
+        table: &str,
+        keys: &[&str],
+    ) -> Result<()> {
+        match Dialect::of(txn.get_database_backend())? {
+            Dialect::Postgres => {
+                let mut ids: Vec<i64> = keys.iter().map(|k| lock_id(table, k)).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                for chunk in ids.chunks(10_000) {
+                    let mut sql =
+                        String::from("SELECT pg_advisory_xact_lock(h) FROM unnest(ARRAY[");
+                    for (n, id) in chunk.iter().enumerate() {
+                        if n > 0 {
+                            sql.push(',');
+                        }
+                        sql.push_str(&id.to_string());
+                    }
+                    sql.push_str("]::BIGINT[]) WITH ORDINALITY AS t(h, i) ORDER BY i");
+                    txn.query_all_raw(sea_orm::Statement::from_string(
+                        sea_orm::DbBackend::Postgres,
+                        sql,
+                    ))
+                    .await
+                    .map_err(|e| db_error("locking the keys", e))?;
+                }
+                Ok(())
+            }
+            Dialect::MySql => {
+                let mut sorted = keys.to_vec();
+                sorted.sort_unstable();
+                sorted.dedup();
+                let placeholders: Vec<(&str, i64)> = sorted.into_iter().map(|k| (k, -1)).collect();
+                self.store(txn, table, &placeholders).await
+            }
+            Dialect::Sqlite => Ok(()),
+        }
+    }
+
     pub(crate) async fn load(
         &self,
         txn: &DatabaseTransaction,
@@ -62,7 +113,9 @@ impl Tombstones {
                 .push(" WHERE table_name = ")
                 .value(Value::from(table))
                 .push(" AND pk IN ")
-                .value_list(chunk.iter().map(|k| Value::from(*k)));
+                .value_list(chunk.iter().map(|k| Value::from(*k)))
+                // Revision -1: a lock of `lock`, not a delete.
+                .push(" AND revision >= 0");
             let rows = txn
                 .query_all_raw(q.build())
                 .await
@@ -126,6 +179,17 @@ impl Tombstones {
         }
         Ok(())
     }
+}
+
+/// The advisory lock of a key: FNV-1a over the table's name and the key, the same in every
+/// process.
+fn lock_id(table: &str, key: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in table.bytes().chain([0]).chain(key.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
 }
 
 /// The statement that creates the tombstone table.

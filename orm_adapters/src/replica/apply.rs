@@ -37,18 +37,21 @@ impl ReplicaTable {
                 keys.push(p);
             }
         }
+        // With tombstones the keys are locked first, so that what is read below is what a
+        // concurrent transaction on the same rows committed.
+        let buried = match &self.tombstones {
+            Some(t) => {
+                let keys: Vec<&str> = keys.iter().map(|p| p.pk_text.as_str()).collect();
+                t.lock(txn, &self.table, &keys).await?;
+                t.load(txn, &self.table, &keys).await?
+            }
+            None => HashMap::new(),
+        };
         let values: Vec<Value> = keys.iter().map(|p| p.pk.clone()).collect();
         let stored = self
             .read_revisions(txn, &values, self.select_for_update)
             .await?;
         let existing: HashSet<String> = stored.keys().cloned().collect();
-        let buried = match &self.tombstones {
-            Some(t) => {
-                let keys: Vec<&str> = keys.iter().map(|p| p.pk_text.as_str()).collect();
-                t.load(txn, &self.table, &keys).await?
-            }
-            None => HashMap::new(),
-        };
         let mut ledger = Ledger {
             stored,
             buried,
