@@ -217,18 +217,23 @@ mod material {
     }
 
     /// Why the TLS handshake failed, when it failed over a certificate: the server's was
-    /// refused here (unknown CA, a name that is not the URL's host, expired), or ours there.
-    /// Waiting does not mend these, unlike a broker that is down; `None` for other failures.
-    pub(crate) fn refusal(error: &(dyn StdError + 'static)) -> Option<String> {
+    /// refused here (unknown CA, a name that is not the URL's host, expired), or ours there;
+    /// with what to check in the `table` options. Waiting does not mend these, unlike a
+    /// broker that is down; `None` for other failures.
+    pub(crate) fn refusal(error: &(dyn StdError + 'static), table: &str) -> Option<String> {
         let mut next = Some(error);
         while let Some(e) = next {
             if let Some(tls) = as_rustls(e) {
                 return match tls {
-                    rustls::Error::InvalidCertificate(_) => {
-                        Some(format!("the server's certificate was refused: {tls}"))
-                    }
+                    rustls::Error::InvalidCertificate(_) => Some(format!(
+                        "the server's certificate was refused: {tls} (check {table}.tls_ca_file, \
+                         and that the URL's host is a name of the server's certificate)"
+                    )),
                     rustls::Error::AlertReceived(alert) if certificate_alert(*alert) => {
-                        Some(format!("the server refused the client certificate: {tls}"))
+                        Some(format!(
+                            "the server refused the client certificate: {tls} (check \
+                             {table}.tls_cert_file: is it signed by a CA the server trusts?)"
+                        ))
                     }
                     _ => None,
                 };

@@ -279,14 +279,10 @@ async fn open_tls(
     };
     Connection::connector(config.amqp_uri(), runtime, handshake, props)
         .await
-        .map_err(|e| match crate::tls::refusal(&e) {
+        .map_err(|e| match crate::tls::refusal(&e, "rabbitmq") {
             Some(reason) => Error::with_source(
                 ErrorKind::Config,
-                format!(
-                    "RabbitMQ at {}: {reason} (check rabbitmq.tls_ca_file, and that the URL's \
-                     host is a name of the server's certificate)",
-                    config.redacted_url()
-                ),
+                format!("RabbitMQ at {}: {reason}", config.redacted_url()),
                 e,
             ),
             None => lapin_error("connect", e),

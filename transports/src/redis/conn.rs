@@ -63,14 +63,10 @@ pub(crate) async fn dedicated(
 /// configuration error, anything else a transport error.
 fn unreachable(config: &RedisConfig, e: RedisError) -> Error {
     #[cfg(feature = "redis-tls")]
-    if let Some(reason) = crate::tls::refusal(&e) {
+    if let Some(reason) = crate::tls::refusal(&e, "redis") {
         return Error::with_source(
             ErrorKind::Config,
-            format!(
-                "Redis at {}: {reason} (check redis.tls_ca_file, and that the URL's host is a \
-                 name of the server's certificate)",
-                config.redacted_url()
-            ),
+            format!("Redis at {}: {reason}", config.redacted_url()),
             e,
         );
     }
