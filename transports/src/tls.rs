@@ -9,10 +9,11 @@
 //! - `tls_cert_file` and `tls_key_file` (both or neither): the client certificate (chain) and
 //!   its private key (PKCS#8, PKCS#1 or SEC1), for brokers that check clients.
 //!
-//! The host checked against the certificate is the URL's host. The files are read at every
-//! connection (a renewed certificate is used from the next reconnect on); a missing, unreadable
-//! or invalid file is an [`ErrorKind::Config`](cqrs_actors::ErrorKind::Config) error naming the
-//! setting and the path, never the contents.
+//! The host checked against the certificate is the URL's host. The files are read when a
+//! connection is set up (RabbitMQ: at every reconnect; Redis: when the transport or a consumer
+//! opens its connection); a missing, unreadable or invalid file is an
+//! [`ErrorKind::Config`](cqrs_actors::ErrorKind::Config) error naming the setting and the path,
+//! never the contents.
 
 use std::fmt;
 use std::path::PathBuf;
