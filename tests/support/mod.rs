@@ -16,6 +16,8 @@ pub mod rabbitmq;
 pub mod redis;
 pub mod scenarios;
 pub mod services;
+#[cfg(any(feature = "rabbitmq-tls", feature = "redis-tls"))]
+pub mod tls;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

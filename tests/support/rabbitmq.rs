@@ -1,5 +1,6 @@
-//! RabbitMQ helpers: every test runs in a virtual host of its own on 127.0.0.1:5672, deleted
-//! (with every queue and exchange in it) when the guard drops.
+//! RabbitMQ helpers: every test runs in a virtual host of its own on 127.0.0.1:5672 (or on
+//! another node, such as the TLS one of `support::tls`), deleted (with every queue and
+//! exchange in it) when the guard drops.
 
 use std::process::Command;
 use std::time::Duration;
@@ -9,7 +10,14 @@ use cqrs_sync::TransportHandle;
 use cqrs_sync::transports::rabbitmq::{RabbitMqConfig, RabbitMqTransport};
 
 fn rabbitmqctl(args: &[&str]) -> Result<String, String> {
+    rabbitmqctl_on(None, args)
+}
+
+/// `rabbitmqctl` against `node` (`-n`), or the default node.
+pub fn rabbitmqctl_on(node: Option<&str>, args: &[&str]) -> Result<String, String> {
+    let node_args = node.map(|n| ["-n", n]);
     let out = Command::new("rabbitmqctl")
+        .args(node_args.iter().flatten())
         .args(args)
         .output()
         .map_err(|e| {
@@ -28,16 +36,42 @@ fn rabbitmqctl(args: &[&str]) -> Result<String, String> {
 /// A virtual host for one test.
 pub struct Vhost {
     pub name: String,
+    /// The node it lives on (`None`: the default one).
+    pub node: Option<String>,
 }
 
 impl Vhost {
     /// Creates `<prefix>_<unique>` and lets `guest` use it.
     pub fn create(prefix: &str) -> Self {
+        Self::create_on(None, prefix)
+    }
+
+    /// Creates `<prefix>_<unique>` on `node` (the default node if `None`) and lets `guest`
+    /// use it.
+    pub fn create_on(node: Option<&str>, prefix: &str) -> Self {
         let name = super::unique(prefix);
-        rabbitmqctl(&["add_vhost", &name]).unwrap_or_else(|e| panic!("{e}"));
-        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"])
+        rabbitmqctl_on(node, &["add_vhost", &name]).unwrap_or_else(|e| panic!("{e}"));
+        let vhost = Self {
+            name,
+            node: node.map(str::to_owned),
+        };
+        vhost
+            .ctl(&[
+                "set_permissions",
+                "-p",
+                &vhost.name,
+                "guest",
+                ".*",
+                ".*",
+                ".*",
+            ])
             .unwrap_or_else(|e| panic!("{e}"));
-        Self { name }
+        vhost
+    }
+
+    /// `rabbitmqctl` against this virtual host's node.
+    pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
+        rabbitmqctl_on(self.node.as_deref(), args)
     }
 
     /// The URL of this virtual host, with a connection name.
@@ -61,7 +95,7 @@ impl Vhost {
     /// Sets what `guest` may configure here (a regular expression); writing and reading stay
     /// open.
     pub fn allow_configure(&self, pattern: &str) {
-        rabbitmqctl(&[
+        self.ctl(&[
             "set_permissions",
             "-p",
             &self.name,
@@ -76,7 +110,7 @@ impl Vhost {
     /// Takes every permission of `guest` here away: its connections are refused until
     /// [`allow_configure`](Self::allow_configure) gives them back.
     pub fn deny_guest(&self) {
-        rabbitmqctl(&["clear_permissions", "-p", &self.name, "guest"])
+        self.ctl(&["clear_permissions", "-p", &self.name, "guest"])
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
@@ -105,7 +139,8 @@ impl Vhost {
     /// The names of the topic exchanges declared here (the broker's own `amq.*` and default
     /// ones and the replicas' `<queue>.park` exchanges left out).
     pub fn exchanges(&self) -> Vec<String> {
-        let out = rabbitmqctl(&["list_exchanges", "-q", "-p", &self.name, "name"])
+        let out = self
+            .ctl(&["list_exchanges", "-q", "-p", &self.name, "name"])
             .unwrap_or_else(|e| panic!("{e}"));
         out.lines()
             .map(str::trim)
@@ -118,15 +153,16 @@ impl Vhost {
 
     /// Ready message count of `queue`, as the broker tells it.
     pub fn ready(&self, queue: &str) -> u64 {
-        let out = rabbitmqctl(&[
-            "list_queues",
-            "-q",
-            "-p",
-            &self.name,
-            "name",
-            "messages_ready",
-        ])
-        .unwrap_or_else(|e| panic!("{e}"));
+        let out = self
+            .ctl(&[
+                "list_queues",
+                "-q",
+                "-p",
+                &self.name,
+                "name",
+                "messages_ready",
+            ])
+            .unwrap_or_else(|e| panic!("{e}"));
         out.lines()
             .filter_map(|l| l.split_once('\t'))
             .find(|(n, _)| *n == queue)
@@ -137,7 +173,7 @@ impl Vhost {
 
 impl Drop for Vhost {
     fn drop(&mut self) {
-        if let Err(e) = rabbitmqctl(&["delete_vhost", &self.name]) {
+        if let Err(e) = self.ctl(&["delete_vhost", &self.name]) {
             eprintln!("cleanup: {e}");
         }
     }

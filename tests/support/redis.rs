@@ -22,13 +22,22 @@ pub fn client() -> ::redis::Connection {
 /// A key space for one test.
 pub struct Space {
     pub exchange: String,
+    /// Connects to the server the space is on.
+    connect: fn() -> ::redis::Connection,
 }
 
 impl Space {
     /// An exchange named `<prefix>_<unique>`.
     pub fn create(prefix: &str) -> Self {
+        Self::create_on(client, prefix)
+    }
+
+    /// An exchange named `<prefix>_<unique>` on the server `connect` reaches (for the keys and
+    /// their cleanup).
+    pub fn create_on(connect: fn() -> ::redis::Connection, prefix: &str) -> Self {
         Self {
             exchange: super::unique(prefix),
+            connect,
         }
     }
 
@@ -60,7 +69,7 @@ impl Space {
     /// The keys of this space.
     pub fn keys(&self) -> Vec<String> {
         let pattern = format!("cqrs:{{{}}}:*", self.exchange);
-        let mut conn = client();
+        let mut conn = (self.connect)();
         let keys: Vec<String> = ::redis::cmd("KEYS")
             .arg(&pattern)
             .query(&mut conn)
@@ -73,7 +82,7 @@ impl Drop for Space {
     fn drop(&mut self) {
         let keys = self.keys();
         if !keys.is_empty() {
-            let mut conn = client();
+            let mut conn = (self.connect)();
             if let Err(e) = ::redis::cmd("DEL").arg(&keys).query::<i64>(&mut conn) {
                 eprintln!("cleanup: {e}");
             }

@@ -19,6 +19,8 @@ pub mod rabbitmq;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(any(feature = "rabbitmq", feature = "redis"))]
+mod tls;
+#[cfg(any(feature = "rabbitmq", feature = "redis"))]
 mod url;
 
 pub use connect::UrlConnector;

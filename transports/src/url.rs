@@ -86,7 +86,8 @@ impl<'a> UrlParts<'a> {
             return Err(Error::config(
                 "url",
                 format!(
-                    "{secure}:// needs TLS: build cqrs-transports with the `{tls_feature}` feature"
+                    "{secure}:// needs TLS: enable the `{tls_feature}` feature of cqrs-sync \
+                     (or of cqrs-transports)"
                 ),
             ));
         }

@@ -2,12 +2,14 @@
 //! `amqp://` or `amqps://` URL.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cqrs_actors::{Error, Result};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 
 use super::confirm::Limits;
+use crate::tls::{TLS_OPTIONS, TlsFiles};
 use crate::url::{OptionValue, UrlParts, decode, split_host_port};
 
 /// The kind of queue the transport declares for replica, dead-letter and parking queues.
@@ -32,7 +34,10 @@ pub enum QueueType {
 /// publish window `master.publish_window`, and the `[rabbitmq]` table (or
 /// `CQRS_RABBITMQ__<KEY>` variables) sets the rest: `queue_type` (`"classic"` or `"quorum"`),
 /// `consumers`, `publish_timeout` (seconds), `publish_attempts`, `bind_only` (CQRS ids),
-/// `park_tiers` (seconds), `reconnect_min` and `reconnect_max` (seconds).
+/// `park_tiers` (seconds), `reconnect_min` and `reconnect_max` (seconds), and for `amqps://`
+/// `tls_ca_file`, `tls_cert_file` and `tls_key_file` (see
+/// [`with_tls_ca_file`](Self::with_tls_ca_file) and
+/// [`with_tls_client_cert`](Self::with_tls_client_cert)).
 ///
 /// ```
 /// use cqrs_actors::CqrsConfig;
@@ -49,6 +54,7 @@ pub enum QueueType {
 #[derive(Clone)]
 pub struct RabbitMqConfig {
     tls: bool,
+    tls_files: TlsFiles,
     user: String,
     password: String,
     host: String,
@@ -73,6 +79,7 @@ impl fmt::Debug for RabbitMqConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RabbitMqConfig")
             .field("url", &self.redacted_url())
+            .field("tls_files", &self.tls_files)
             .field("connection_timeout", &self.connection_timeout)
             .field("connection_name", &self.connection_name)
             .field("exchange", &self.exchange)
@@ -167,12 +174,16 @@ impl RabbitMqConfig {
         if let Some(options) = config.transport_options("rabbitmq") {
             out = out.with_options(options)?;
         }
+        out.tls_files.check("rabbitmq", out.tls, "amqps")?;
         Ok(out)
     }
 
     fn with_options(mut self, options: &toml::Table) -> Result<Self> {
         for (key, value) in options {
             let v = OptionValue::new("rabbitmq", key, value);
+            if self.tls_files.set_option(key, &v)? {
+                continue;
+            }
             self = match key.as_str() {
                 "queue_type" => match value.as_str() {
                     Some("classic") => self.with_queue_type(QueueType::Classic),
@@ -203,8 +214,11 @@ impl RabbitMqConfig {
                 _ => {
                     return Err(Error::config(
                         &v.name,
-                        "unknown option; known: queue_type, consumers, publish_timeout, \
-                         publish_attempts, bind_only, park_tiers, reconnect_min, reconnect_max",
+                        format!(
+                            "unknown option; known: queue_type, consumers, publish_timeout, \
+                             publish_attempts, bind_only, park_tiers, reconnect_min, \
+                             reconnect_max, {TLS_OPTIONS}"
+                        ),
                     ));
                 }
             };
@@ -271,6 +285,47 @@ impl RabbitMqConfig {
     pub fn with_reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.reconnect_min = min;
         self.reconnect_max = max.max(min);
+        self
+    }
+
+    /// Trusts only the CA certificates of this PEM bundle for `amqps://` (option
+    /// `tls_ca_file`): the broker's certificate must chain to one of them, and the system's
+    /// roots are not consulted. Without it the system's roots are used. The name checked is
+    /// the URL's host.
+    ///
+    /// ```
+    /// use cqrs_actors::CqrsConfig;
+    /// use cqrs_transports::rabbitmq::RabbitMqConfig;
+    /// # fn config() -> cqrs_actors::Result<RabbitMqConfig> {
+    /// let service = CqrsConfig::default().with_url("amqps://svc:secret@broker.internal/billing");
+    /// let config = RabbitMqConfig::from_cqrs_config(&service)?
+    ///     .with_tls_ca_file("/etc/cqrs/ca.pem")
+    ///     .with_tls_client_cert("/etc/cqrs/client.pem", "/etc/cqrs/client.key");
+    /// # Ok(config)
+    /// # }
+    /// ```
+    ///
+    /// The files are read at each connection; a file that is missing, unreadable or not PEM
+    /// fails [`RabbitMqTransport::connect`](super::RabbitMqTransport::connect) with
+    /// [`ErrorKind::Config`](cqrs_actors::ErrorKind::Config) naming the setting and the path.
+    #[must_use]
+    pub fn with_tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_files.ca_file = Some(path.into());
+        self
+    }
+
+    /// Presents this client certificate (a PEM chain, the client's certificate first) and
+    /// its private key (PEM: PKCS#8, PKCS#1 or SEC1) over `amqps://` (options `tls_cert_file`
+    /// and `tls_key_file`), for brokers that verify clients (`ssl_options.verify =
+    /// verify_peer`). Logging in stays SASL PLAIN with the URL's user and password.
+    #[must_use]
+    pub fn with_tls_client_cert(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.tls_files.cert_file = Some(cert_file.into());
+        self.tls_files.key_file = Some(key_file.into());
         self
     }
 
@@ -341,6 +396,39 @@ impl RabbitMqConfig {
         self.connection_name.as_deref()
     }
 
+    /// The TLS connector of an `amqps://` URL (`None` for `amqp://`), from the files read
+    /// now: the given CA only, else the system's roots, and the client certificate if set.
+    #[cfg(feature = "rabbitmq-tls")]
+    pub(crate) fn tls_connector(&self) -> Result<Option<lapin::tcp::RustlsConnector>> {
+        use lapin::tcp::RustlsConnectorConfig;
+        self.tls_files.check("rabbitmq", self.tls, "amqps")?;
+        if !self.tls {
+            return Ok(None);
+        }
+        let material = self.tls_files.load("rabbitmq")?;
+        let roots = match material.roots {
+            Some((_, certs)) => RustlsConnectorConfig::default().with_parsable_certificates(certs),
+            None => RustlsConnectorConfig::new_with_native_certs().map_err(|e| {
+                Error::with_source(
+                    cqrs_actors::ErrorKind::Config,
+                    "rabbitmq.tls_ca_file: not set, and the system's CA certificates cannot be read",
+                    e,
+                )
+            })?,
+        };
+        let connector = match material.identity {
+            Some(id) => roots.connector_with_single_cert(id.chain, id.key),
+            None => roots.connector_with_no_client_auth(),
+        };
+        connector.map(Some).map_err(|e| {
+            Error::with_source(
+                cqrs_actors::ErrorKind::Config,
+                "rabbitmq: no TLS client from the tls_* files",
+                e,
+            )
+        })
+    }
+
     /// The user and password, for SASL PLAIN.
     pub(crate) fn credentials(&self) -> (&str, &str) {
         (&self.user, &self.password)
@@ -380,6 +468,7 @@ impl Default for RabbitMqConfig {
     fn default() -> Self {
         Self {
             tls: false,
+            tls_files: TlsFiles::default(),
             user: "guest".to_owned(),
             password: "guest".to_owned(),
             host: "localhost".to_owned(),
@@ -514,6 +603,44 @@ mod tests {
                 .map_err(|e| e.kind()),
             Err(ErrorKind::Config)
         );
+    }
+
+    #[test]
+    fn tls_files_come_from_the_options_table_and_show_in_debug() {
+        let service = cqrs_actors::CqrsConfig::from_toml_str(
+            "url = \"amqps://svc:hunter2@broker/vh\"\n[rabbitmq]\n\
+             tls_ca_file = \"/etc/cqrs/ca.pem\"\ntls_cert_file = \"/etc/cqrs/c.pem\"\n\
+             tls_key_file = \"/etc/cqrs/c.key\"",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let result = RabbitMqConfig::from_cqrs_config(&service);
+        if !cfg!(feature = "rabbitmq-tls") {
+            let err = result.map(|_| ()).expect_err("amqps without the feature");
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(err.to_string().contains("rabbitmq-tls"), "{err}");
+            return;
+        }
+        let c = result.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.tls_files.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/cqrs/ca.pem"))
+        );
+        let built = RabbitMqConfig::from_url("amqps://svc:hunter2@broker/vh")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_tls_ca_file("/etc/cqrs/ca.pem")
+            .with_tls_client_cert("/etc/cqrs/c.pem", "/etc/cqrs/c.key");
+        assert_eq!(c.tls_files, built.tls_files);
+        let debug = format!("{c:?}");
+        assert!(
+            debug.contains("/etc/cqrs/c.key") && !debug.contains("hunter2"),
+            "{debug}"
+        );
+        let plain = cqrs_actors::CqrsConfig::from_toml_str(
+            "url = \"amqp://broker/vh\"\n[rabbitmq]\ntls_ca_file = \"/etc/cqrs/ca.pem\"",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let err = RabbitMqConfig::from_cqrs_config(&plain).expect_err("TLS files on amqp://");
+        assert!(err.to_string().contains("rabbitmq.tls_ca_file"), "{err}");
     }
 
     #[test]

@@ -475,6 +475,7 @@ mod tests {
             Arc::clone(config),
             Arc::new(Mutex::new(Vec::new())),
             link_tx,
+            watch::channel(None).0,
             sink.clone().recipient().downgrade(),
         );
         let limits = Limits {

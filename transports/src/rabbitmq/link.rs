@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use actix::WeakRecipient;
 use actix::prelude::Message;
 use cqrs_actors::transport::Declare;
-use cqrs_actors::{Error, Result};
+use cqrs_actors::{Error, ErrorKind, Result};
 use futures_util::StreamExt;
 use lapin::auth::AuthProvider;
 use lapin::options::ConfirmSelectOptions;
@@ -33,6 +33,11 @@ pub(crate) struct Link {
 type Events = std::pin::Pin<Box<dyn futures_util::Stream<Item = Event> + Send>>;
 
 pub(crate) type LinkRx = watch::Receiver<Option<Arc<Link>>>;
+
+/// The last connection attempt that failed for a reason waiting does not mend (a TLS file, a
+/// refused certificate): its message, for [`RabbitMqTransport::connect`](super::RabbitMqTransport::connect)
+/// to fail with at once.
+pub(crate) type RefusedRx = watch::Receiver<Option<String>>;
 
 /// Tells the transport actor that a new connection is up.
 #[derive(Message)]
@@ -74,10 +79,11 @@ pub(crate) fn spawn(
     config: Arc<RabbitMqConfig>,
     topology: Arc<Mutex<Vec<Declare>>>,
     link: watch::Sender<Option<Arc<Link>>>,
+    refused: watch::Sender<Option<String>>,
     up: WeakRecipient<LinkUp>,
 ) -> mpsc::UnboundedSender<u64> {
     let (lost_tx, lost_rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(config, topology, link, up, lost_rx));
+    tokio::spawn(run(config, topology, link, refused, up, lost_rx));
     lost_tx
 }
 
@@ -85,6 +91,7 @@ async fn run(
     config: Arc<RabbitMqConfig>,
     topology: Arc<Mutex<Vec<Declare>>>,
     link_tx: watch::Sender<Option<Arc<Link>>>,
+    refused: watch::Sender<Option<String>>,
     up: WeakRecipient<LinkUp>,
     mut lost: mpsc::UnboundedReceiver<u64>,
 ) {
@@ -120,6 +127,9 @@ async fn run(
                 tracing::warn!(generation, "RabbitMQ connection lost; reconnecting");
             }
             Err(e) => {
+                if e.kind() == ErrorKind::Config {
+                    refused.send_replace(Some(e.message().to_owned()));
+                }
                 tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "RabbitMQ connect failed");
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
@@ -208,9 +218,7 @@ async fn connect(
     if let Some(name) = config.connection_name() {
         props = props.with_connection_name(name.as_bytes().to_vec().into());
     }
-    let connection = Connection::connect_uri(config.amqp_uri(), props)
-        .await
-        .map_err(|e| lapin_error("connect", e))?;
+    let connection = open(config, props).await?;
     let events: Events = Box::pin(connection.events_listener());
     let declares: Vec<Declare> = topology
         .lock()
@@ -235,4 +243,48 @@ async fn connect(
         }),
         events,
     ))
+}
+
+/// Opens the connection: `amqps://` with the configured TLS files (`open_tls`), `amqp://`
+/// plain.
+async fn open(config: &RabbitMqConfig, props: ConnectionProperties) -> Result<Connection> {
+    #[cfg(feature = "rabbitmq-tls")]
+    if let Some(connector) = config.tls_connector()? {
+        return open_tls(config, connector, props).await;
+    }
+    Connection::connect_uri(config.amqp_uri(), props)
+        .await
+        .map_err(|e| lapin_error("connect", e))
+}
+
+/// An `amqps://` connection with the transport's own rustls connector (lapin's would add the
+/// system's roots to a given CA). The server name checked is the URL's host.
+#[cfg(feature = "rabbitmq-tls")]
+async fn open_tls(
+    config: &RabbitMqConfig,
+    connector: lapin::tcp::RustlsConnector,
+    props: ConnectionProperties,
+) -> Result<Connection> {
+    use lapin::tcp::{AMQPUriTcpExt, TLSConfig};
+    use lapin::uri::{AMQPScheme, AMQPUri};
+
+    let runtime = lapin::runtime::default_runtime().map_err(|e| lapin_error("connect", e))?;
+    let handshake = async move |uri: AMQPUri, runtime| {
+        let mut plain = uri.clone();
+        plain.scheme = AMQPScheme::AMQP;
+        let tcp = plain
+            .connect_with_config_async(TLSConfig::default(), &runtime)
+            .await?;
+        Ok(tcp.into_rustls(&connector, &uri.authority.host).await?)
+    };
+    Connection::connector(config.amqp_uri(), runtime, handshake, props)
+        .await
+        .map_err(|e| match crate::tls::refusal(&e, "rabbitmq") {
+            Some(reason) => Error::with_source(
+                ErrorKind::Config,
+                format!("RabbitMQ at {}: {reason}", config.redacted_url()),
+                e,
+            ),
+            None => lapin_error("connect", e),
+        })
 }

@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, watch};
 pub use config::{QueueType, RabbitMqConfig};
 use confirm::ConfirmPipeline;
 use consumer::ChannelEntry;
-use link::{LinkRx, open_channel, wait_link};
+use link::{LinkRx, RefusedRx, open_channel, wait_link};
 use subscriptions::ConsumerSpec;
 
 /// The `tracing` filter directive that keeps credentials out of logs: add it to the
@@ -95,8 +95,14 @@ impl RabbitMqTransport {
     /// the background, and requests wait for the connection up to the publish timeout.
     #[must_use]
     pub fn start(config: RabbitMqConfig) -> (TransportHandle, Addr<RabbitMqTransport>) {
+        let (handle, addr, _) = Self::spawn(config);
+        (handle, addr)
+    }
+
+    fn spawn(config: RabbitMqConfig) -> (TransportHandle, Addr<RabbitMqTransport>, RefusedRx) {
         let exchange = config.exchange().to_owned();
         let config = Arc::new(config);
+        let (refused_tx, refused_rx) = watch::channel(None);
         let addr = RabbitMqTransport::create(|ctx| {
             let (link_tx, link_rx) = watch::channel(None);
             let topology = Arc::new(Mutex::new(Vec::new()));
@@ -104,6 +110,7 @@ impl RabbitMqTransport {
                 Arc::clone(&config),
                 Arc::clone(&topology),
                 link_tx,
+                refused_tx,
                 ctx.address().recipient().downgrade(),
             );
             let publisher =
@@ -125,19 +132,30 @@ impl RabbitMqTransport {
         (
             TransportHandle::new("rabbitmq", &addr).with_exchange(exchange),
             addr,
+            refused_rx,
         )
     }
 
     /// Starts the transport and waits for the first connection (up to the publish timeout),
     /// so that a wrong URL or an unreachable broker fails here with
-    /// [`ErrorKind::Transport`].
+    /// [`ErrorKind::Transport`]. What waiting does not mend fails at once with
+    /// [`ErrorKind::Config`]: a TLS file that is missing or invalid, a server certificate that
+    /// is refused (not signed by the trusted CA, or not for the URL's host), a client
+    /// certificate the broker refuses.
     pub async fn connect(
         config: RabbitMqConfig,
     ) -> Result<(TransportHandle, Addr<RabbitMqTransport>)> {
         let deadline = Instant::now() + config.publish_timeout();
-        let (handle, addr) = Self::start(config);
+        let (handle, addr, mut refused) = Self::spawn(config);
         let mut link = addr.send(CurrentLink).await?;
-        if let Err(e) = wait_link(&mut link, None, deadline).await {
+        let first = tokio::select! {
+            up = wait_link(&mut link, None, deadline) => up.map(drop),
+            Ok(reason) = refused.wait_for(Option::is_some) => Err(Error::new(
+                ErrorKind::Config,
+                reason.clone().unwrap_or_default(),
+            )),
+        };
+        if let Err(e) = first {
             // Nobody will use this transport: stop it, and with it the reconnect attempts.
             let _ = addr.send(Stop).await;
             return Err(e);

@@ -2,11 +2,13 @@
 //! `redis://` or `rediss://` URL and the `[redis]` options.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ::redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 use cqrs_actors::{Error, Result};
 
+use crate::tls::{TLS_OPTIONS, TlsFiles};
 use crate::url::{OptionValue, UrlParts, decode, split_host_port};
 
 /// Where a new consumer group of a CQRS id's stream starts reading.
@@ -29,7 +31,9 @@ pub enum GroupStart {
 /// (`rediss://` needs the `redis-tls` feature), the exchange is `exchange` (it names the key
 /// space), the publish window `master.publish_window`, the dead-letter TTL
 /// `replica.dead_message_ttl`, and the `[redis]` table (or `CQRS_REDIS__<KEY>` variables) sets
-/// the rest; see the README's Redis section for each option.
+/// the rest; see the README's Redis section for each option. For `rediss://`, `tls_ca_file`,
+/// `tls_cert_file` and `tls_key_file` (see [`with_tls_ca_file`](Self::with_tls_ca_file) and
+/// [`with_tls_client_cert`](Self::with_tls_client_cert)).
 ///
 /// ```
 /// use cqrs_actors::CqrsConfig;
@@ -46,6 +50,7 @@ pub enum GroupStart {
 #[derive(Clone)]
 pub struct RedisConfig {
     tls: bool,
+    tls_files: TlsFiles,
     user: Option<String>,
     password: Option<String>,
     host: String,
@@ -83,6 +88,7 @@ impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted_url())
+            .field("tls_files", &self.tls_files)
             .field("exchange", &self.exchange)
             .field("key_prefix", &self.key_prefix)
             .field("publish_window", &self.publish_window)
@@ -105,6 +111,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             tls: false,
+            tls_files: TlsFiles::default(),
             user: None,
             password: None,
             host: "127.0.0.1".to_owned(),
@@ -231,12 +238,16 @@ impl RedisConfig {
         if let Some(options) = config.transport_options("redis") {
             out = out.with_options(options)?;
         }
+        out.tls_files.check("redis", out.tls, "rediss")?;
         Ok(out)
     }
 
     fn with_options(mut self, options: &toml::Table) -> Result<Self> {
         for (key, value) in options {
             let v = OptionValue::new("redis", key, value);
+            if self.tls_files.set_option(key, &v)? {
+                continue;
+            }
             match key.as_str() {
                 "key_prefix" => {
                     let prefix = v.string()?;
@@ -290,7 +301,7 @@ impl RedisConfig {
                 _ => {
                     return Err(Error::config(
                         &v.name,
-                        format!("unknown option; known: {KNOWN_OPTIONS}"),
+                        format!("unknown option; known: {KNOWN_OPTIONS}, {TLS_OPTIONS}"),
                     ));
                 }
             }
@@ -380,6 +391,47 @@ impl RedisConfig {
         self
     }
 
+    /// Trusts only the CA certificates of this PEM bundle for `rediss://` (option
+    /// `tls_ca_file`): the server's certificate must chain to one of them, and the system's
+    /// roots are not consulted. Without it the system's roots are used. The name checked is
+    /// the URL's host.
+    ///
+    /// ```
+    /// use cqrs_actors::CqrsConfig;
+    /// use cqrs_transports::redis::RedisConfig;
+    /// # fn config() -> cqrs_actors::Result<RedisConfig> {
+    /// let service = CqrsConfig::default().with_url("rediss://:secret@cache.internal:6380/0");
+    /// let config = RedisConfig::from_cqrs_config(&service)?
+    ///     .with_tls_ca_file("/etc/cqrs/ca.pem")
+    ///     .with_tls_client_cert("/etc/cqrs/client.pem", "/etc/cqrs/client.key");
+    /// # Ok(config)
+    /// # }
+    /// ```
+    ///
+    /// The files are read when the transport connects; a file that is missing, unreadable or
+    /// not PEM fails [`RedisTransport::connect`](super::RedisTransport::connect) with
+    /// [`ErrorKind::Config`](cqrs_actors::ErrorKind::Config) naming the setting and the path.
+    #[must_use]
+    pub fn with_tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_files.ca_file = Some(path.into());
+        self
+    }
+
+    /// Presents this client certificate (a PEM chain, the client's certificate first) and
+    /// its private key (PEM: PKCS#8, PKCS#1 or SEC1) over `rediss://` (options
+    /// `tls_cert_file` and `tls_key_file`), for servers that check clients
+    /// (`tls-auth-clients`). `AUTH` stays with the URL's user and password.
+    #[must_use]
+    pub fn with_tls_client_cert(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.tls_files.cert_file = Some(cert_file.into());
+        self.tls_files.key_file = Some(key_file.into());
+        self
+    }
+
     /// The exchange (the key space).
     #[must_use]
     pub fn exchange(&self) -> &str {
@@ -443,6 +495,35 @@ impl RedisConfig {
 
     pub(crate) fn connection_timeout(&self) -> Duration {
         self.connection_timeout
+    }
+
+    /// The client of this configuration: for `rediss://` with the TLS files read now (the
+    /// given CA only, else the system's roots; the client certificate if set).
+    pub(crate) fn client(&self) -> Result<::redis::Client> {
+        let info = self.connection_info()?;
+        let invalid = |e: ::redis::RedisError| {
+            Error::config("url", format!("not a Redis address: {:?}", e.kind()))
+        };
+        self.tls_files.check("redis", self.tls, "rediss")?;
+        #[cfg(feature = "redis-tls")]
+        if self.tls {
+            use ::redis::{ClientTlsConfig, TlsCertificates};
+            // redis-rs builds its rustls configuration with the process's default provider:
+            // ring, the one this crate compiles in, unless the application chose one.
+            if rustls::crypto::CryptoProvider::get_default().is_none() {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+            }
+            let material = self.tls_files.load("redis")?;
+            let certificates = TlsCertificates {
+                client_tls: material.identity.map(|id| ClientTlsConfig {
+                    client_cert: id.cert_pem,
+                    client_key: id.key_pem,
+                }),
+                root_cert: material.roots.map(|(pem, _)| pem),
+            };
+            return ::redis::Client::build_with_tls(info, certificates).map_err(invalid);
+        }
+        ::redis::Client::open(info).map_err(invalid)
     }
 }
 
@@ -525,6 +606,44 @@ mod tests {
                 result.map(|_| ()).map_err(|e| e.kind()),
                 Err(ErrorKind::Config)
             );
+        }
+    }
+
+    #[test]
+    fn tls_files_come_from_the_options_table_and_show_in_debug() {
+        let toml = "url = \"rediss://:hunter2@cache:6390/0\"\n[redis]\n\
+                    tls_ca_file = \"/etc/cqrs/ca.pem\"\ntls_cert_file = \"/etc/cqrs/c.pem\"\n\
+                    tls_key_file = \"/etc/cqrs/c.key\"";
+        let service =
+            cqrs_actors::CqrsConfig::from_toml_str(toml).unwrap_or_else(|e| panic!("{e}"));
+        let result = RedisConfig::from_cqrs_config(&service);
+        if !cfg!(feature = "redis-tls") {
+            let err = result.map(|_| ()).expect_err("rediss without the feature");
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(err.to_string().contains("redis-tls"), "{err}");
+            return;
+        }
+        let c = result.unwrap_or_else(|e| panic!("{e}"));
+        let built = RedisConfig::from_url("rediss://:hunter2@cache:6390/0")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_tls_ca_file("/etc/cqrs/ca.pem")
+            .with_tls_client_cert("/etc/cqrs/c.pem", "/etc/cqrs/c.key");
+        assert_eq!(c.tls_files, built.tls_files);
+        let debug = format!("{c:?}");
+        assert!(
+            debug.contains("/etc/cqrs/c.key") && !debug.contains("hunter2"),
+            "{debug}"
+        );
+        for bad in [
+            "url = \"redis://cache/0\"\n[redis]\ntls_ca_file = \"/etc/cqrs/ca.pem\"",
+            "url = \"rediss://cache/0\"\n[redis]\ntls_cert_file = \"/etc/cqrs/c.pem\"",
+            "url = \"rediss://cache/0\"\n[redis]\ntls_ca_file = 5",
+        ] {
+            let service =
+                cqrs_actors::CqrsConfig::from_toml_str(bad).unwrap_or_else(|e| panic!("{e}"));
+            let err = RedisConfig::from_cqrs_config(&service).expect_err(bad);
+            assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
+            assert!(err.to_string().contains("redis.tls_"), "{bad}: {err}");
         }
     }
 

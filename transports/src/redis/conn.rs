@@ -24,8 +24,7 @@ pub(crate) fn is_connection_error(e: &RedisError) -> bool {
 }
 
 fn client(config: &RedisConfig) -> Result<Client> {
-    Client::open(config.connection_info()?)
-        .map_err(|e| Error::config("url", format!("not a Redis address: {:?}", e.kind())))
+    config.client()
 }
 
 /// A connection that reconnects by itself (with backoff) after it is lost; the request that
@@ -43,13 +42,7 @@ pub(crate) async fn manager(
         .set_number_of_retries(3);
     ConnectionManager::new_with_config(client(config)?, settings)
         .await
-        .map_err(|e| {
-            Error::with_source(
-                ErrorKind::Transport,
-                format!("Redis at {} is not reachable", config.redacted_url()),
-                e,
-            )
-        })
+        .map_err(|e| unreachable(config, e))
 }
 
 /// A connection of its own (a consumer's blocking reads hold up everything behind them).
@@ -63,13 +56,25 @@ pub(crate) async fn dedicated(
     client(config)?
         .get_multiplexed_async_connection_with_config(&settings)
         .await
-        .map_err(|e| {
-            Error::with_source(
-                ErrorKind::Transport,
-                format!("Redis at {} is not reachable", config.redacted_url()),
-                e,
-            )
-        })
+        .map_err(|e| unreachable(config, e))
+}
+
+/// Why the first connection failed: a refused certificate (which waiting does not mend) is a
+/// configuration error, anything else a transport error.
+fn unreachable(config: &RedisConfig, e: RedisError) -> Error {
+    #[cfg(feature = "redis-tls")]
+    if let Some(reason) = crate::tls::refusal(&e, "redis") {
+        return Error::with_source(
+            ErrorKind::Config,
+            format!("Redis at {}: {reason}", config.redacted_url()),
+            e,
+        );
+    }
+    Error::with_source(
+        ErrorKind::Transport,
+        format!("Redis at {} is not reachable", config.redacted_url()),
+        e,
+    )
 }
 
 /// The pause before reconnect attempt `attempt` (from 0), doubling from the minimum to the
