@@ -84,6 +84,12 @@ pub(crate) struct Column {
     pub(crate) nullable: bool,
     /// A database enum read as text: PostgreSQL assigns no text to it without a cast.
     pub(crate) enumerated: bool,
+    /// The most characters a text column holds (`VARCHAR(n)`, `CHAR(n)`): a longer value is
+    /// refused here, before it can fail the whole batch's statement in the database.
+    pub(crate) max_chars: Option<u32>,
+    /// Whether the database refuses a NUL character in text (PostgreSQL), checked here for
+    /// the same reason.
+    pub(crate) no_nul: bool,
 }
 
 impl Column {
@@ -125,13 +131,17 @@ impl Column {
             Kind::BigInt => Value::BigInt(Some(
                 values::i64_from_value(json).map_err(from_value_error)?,
             )),
-            Kind::Text => match json {
-                Json::String(s) => Value::String(Some(s.clone())),
-                // A master whose field is numeric feeding a text column: Django's CharField
-                // stores `str(value)`, and so do we.
-                Json::Number(n) => Value::String(Some(n.to_string())),
-                _ => return Err(mismatch("a string")),
-            },
+            Kind::Text => {
+                let text = match json {
+                    Json::String(s) => s.clone(),
+                    // A master whose field is numeric feeding a text column: Django's
+                    // CharField stores `str(value)`, and so do we.
+                    Json::Number(n) => n.to_string(),
+                    _ => return Err(mismatch("a string")),
+                };
+                self.check_text(&text)?;
+                Value::String(Some(text))
+            }
             Kind::Bool => match json {
                 Json::Bool(b) => Value::Bool(Some(*b)),
                 Json::Number(n) if n.as_i64() == Some(0) => Value::Bool(Some(false)),
@@ -225,6 +235,41 @@ pub(crate) fn revision_of(value: &Value) -> Result<i64> {
     }
 }
 
+impl Column {
+    /// Refuses text this column's database would refuse: too long, or with a NUL.
+    fn check_text(&self, text: &str) -> Result<()> {
+        if self.no_nul && text.contains('\0') {
+            return Err(Error::invalid_data(format!(
+                "column {:?}: the text has a NUL character, which the database cannot store",
+                self.name
+            )));
+        }
+        if let Some(max) = self.max_chars {
+            // Bytes are never fewer than characters: count only when it can matter.
+            if text.len() > max as usize {
+                let chars = text.chars().count();
+                if chars > max as usize {
+                    return Err(Error::invalid_data(format!(
+                        "column {:?} holds at most {max} characters, got {chars}",
+                        self.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The declared length of a text column type, if it has one.
+fn max_chars(ty: &ColumnType) -> Option<u32> {
+    match ty {
+        ColumnType::String(sea_orm::sea_query::StringLen::N(n)) | ColumnType::Char(Some(n)) => {
+            Some(*n)
+        }
+        _ => None,
+    }
+}
+
 pub(crate) fn columns_of<E: EntityTrait>() -> Result<Vec<Column>> {
     E::Column::iter()
         .map(|c| {
@@ -244,6 +289,8 @@ pub(crate) fn columns_of<E: EntityTrait>() -> Result<Vec<Column>> {
                 kind,
                 nullable: def.is_null(),
                 enumerated: matches!(def.get_column_type(), ColumnType::Enum { .. }),
+                max_chars: max_chars(def.get_column_type()),
+                no_nul: false,
             })
         })
         .collect()
@@ -315,7 +362,31 @@ mod tests {
             kind,
             nullable,
             enumerated: false,
+            max_chars: None,
+            no_nul: false,
         }
+    }
+
+    #[test]
+    fn text_the_database_would_refuse_is_refused_before_the_batch() {
+        let bounded = Column {
+            max_chars: Some(3),
+            no_nul: true,
+            ..col(Kind::Text, false)
+        };
+        // Characters, not bytes, count.
+        assert_eq!(
+            bounded.to_db(&json!("\u{e9}\u{e9}\u{e9}")).unwrap(),
+            Value::String(Some("\u{e9}\u{e9}\u{e9}".into()))
+        );
+        for bad in [json!("abcd"), json!(12345), json!("a\u{0}")] {
+            let err = bounded.to_db(&bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidData, "{bad}");
+            assert!(err.to_string().contains("\"c\""), "{err}");
+        }
+        // Without the limits (SQLite, MySQL for NUL) the same text passes.
+        let open = col(Kind::Text, false);
+        assert!(open.to_db(&json!("abcd\u{0}")).is_ok());
     }
 
     #[test]

@@ -359,6 +359,8 @@ mod tests {
             kind,
             nullable,
             enumerated: false,
+            max_chars: None,
+            no_nul: false,
         };
         vec![
             col("id", Kind::BigInt, false),

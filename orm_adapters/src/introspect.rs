@@ -79,6 +79,8 @@ pub(crate) async fn describe(db: &DatabaseConnection, table: &str) -> Result<Tab
             kind,
             nullable: d.nullable && !d.primary,
             enumerated: d.ty == "enum" || d.ty.starts_with("enum("),
+            max_chars: None,
+            no_nul: false,
         });
     }
     let pk = match pks.as_slice() {
