@@ -108,10 +108,11 @@ fn hostile(i: usize) -> (&'static str, &'static str, OutgoingMessage) {
         8 => (
             "oversized body",
             "decode",
+            // 64 KiB to 1 MiB, cut off.
             json(
                 format!(
                     "{{\"signal_type\": \"SAVE\", \"pad\": \"{}",
-                    "y".repeat(1 << 20)
+                    "y".repeat(64 << (10 + variant % 5))
                 )
                 .into_bytes(),
             ),
