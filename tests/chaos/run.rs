@@ -559,20 +559,47 @@ async fn run_async(plan: &Plan) -> Report {
     report
 }
 
-/// The run's schemas, dropped at the end.
+/// The run's schemas, dropped at the end, or on drop when the run panicked.
 struct Schemas {
     admin: DatabaseConnection,
     names: Vec<String>,
 }
 
 impl Schemas {
-    async fn drop_all(&self) {
-        for schema in &self.names {
+    async fn drop_all(mut self) {
+        for schema in std::mem::take(&mut self.names) {
             exec(
                 &self.admin,
                 &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
             )
             .await;
         }
+    }
+}
+
+impl Drop for Schemas {
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut self.names);
+        if names.is_empty() {
+            return;
+        }
+        // The run's runtime may be unwinding: a thread and a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(admin) = Database::connect(ADMIN_URL).await {
+                    for schema in names {
+                        let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+                        let _ = admin.execute_unprepared(&sql).await;
+                    }
+                }
+            });
+        })
+        .join();
     }
 }
