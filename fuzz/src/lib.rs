@@ -160,8 +160,9 @@ pub fn broker_url(data: &[u8]) {
     let Ok(url) = std::str::from_utf8(data) else {
         return;
     };
-    let Some(password) = Password::find(url) else {
-        // No password to leak; the parsers must still not panic.
+    let Some(password) = Password::find(url).filter(|p| !p.raw(url).is_empty()) else {
+        // No password to leak (Redis reads an empty one as none); the parsers must still not
+        // panic.
         let _ = printed(url);
         return;
     };
