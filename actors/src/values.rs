@@ -205,15 +205,13 @@ pub fn date_from_value(value: &Value) -> Result<NaiveDate, ValueError> {
         .map_err(|_| ValueError::new("a date (YYYY-MM-DD)", value))
 }
 
-/// Formats a time of day as `HH:MM:SS[.ffffff]`.
+/// Formats a time of day as `HH:MM:SS[.ffffff]`, the fraction only when it has a microsecond,
+/// as Python's `str(time)` does (a part below a microsecond is not shown, so it does not count).
 #[must_use]
 pub fn format_time(time: &NaiveTime) -> String {
-    if time
-        .format("%f")
-        .to_string()
-        .trim_start_matches('0')
-        .is_empty()
-    {
+    use chrono::Timelike;
+    // A leap second counts its nanoseconds from 1,000,000,000.
+    if time.nanosecond() % 1_000_000_000 < 1_000 {
         time.format("%H:%M:%S").to_string()
     } else {
         time.format("%H:%M:%S%.6f").to_string()
@@ -511,6 +509,20 @@ mod tests {
         let u = uuid_from_value(&json!("9B5A5BCC-EBC2-4F92-984B-066B9C03521D")).unwrap();
         assert_eq!(format_uuid(&u), "9b5a5bcc-ebc2-4f92-984b-066b9c03521d");
         assert!(uuid_from_value(&json!(12)).is_err());
+    }
+
+    #[test]
+    fn times_below_a_microsecond_show_no_fraction() {
+        // Found by the values fuzz target: 20 ns after a whole second was written
+        // `01:00:45.000000`, which read back as a time written `01:00:45`.
+        let t = time_from_value(&json!("01:00:45.000000020")).unwrap();
+        assert_eq!(format_time(&t), "01:00:45");
+        let t = time_from_value(&json!("01:00:45.000001020")).unwrap();
+        assert_eq!(format_time(&t), "01:00:45.000001");
+        let leap = NaiveTime::from_hms_nano_opt(23, 59, 59, 1_000_000_500).unwrap();
+        assert_eq!(format_time(&leap), "23:59:60");
+        let leap = NaiveTime::from_hms_micro_opt(23, 59, 59, 1_250_000).unwrap();
+        assert_eq!(format_time(&leap), "23:59:60.250000");
     }
 
     #[test]
