@@ -413,6 +413,25 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_copy_carries_the_same_numbers() {
+        // Found by the envelope_json fuzz target: a long mantissa was parsed one step off, and
+        // its shortest form then parsed to yet another double.
+        let body = br#"{"signal_type":"SAVE","cqrs_id":"author","instance_data":{"rating":-1111000000000000000000000000000000000000000000000004099276460824344804.5,"x":2.2250738585072011e-308,"y":0.30000000000000000000000000000000000001},"instance_pk":4}"#;
+        for codec in [Codec::Json, Codec::MessagePack] {
+            let decoded = Codec::Json.decode(body, None).unwrap();
+            let copy = codec
+                .decode(&codec.encode(&decoded).unwrap(), None)
+                .unwrap();
+            assert_eq!(copy.instance_data, decoded.instance_data, "{codec:?}");
+        }
+        let decoded = Codec::Json.decode(body, None).unwrap();
+        assert_eq!(
+            decoded.instance_data["rating"],
+            serde_json::json!(-1.111e69)
+        );
+    }
+
+    #[test]
     fn errors_quote_at_most_an_excerpt_of_the_body() {
         let long = "x".repeat(200_000);
         let bodies = [

@@ -205,15 +205,13 @@ pub fn date_from_value(value: &Value) -> Result<NaiveDate, ValueError> {
         .map_err(|_| ValueError::new("a date (YYYY-MM-DD)", value))
 }
 
-/// Formats a time of day as `HH:MM:SS[.ffffff]`.
+/// Formats a time of day as `HH:MM:SS[.ffffff]`, the fraction only when it has a microsecond,
+/// as Python's `str(time)` does (a part below a microsecond is not shown, so it does not count).
 #[must_use]
 pub fn format_time(time: &NaiveTime) -> String {
-    if time
-        .format("%f")
-        .to_string()
-        .trim_start_matches('0')
-        .is_empty()
-    {
+    use chrono::Timelike;
+    // A leap second counts its nanoseconds from 1,000,000,000.
+    if time.nanosecond() % 1_000_000_000 < 1_000 {
         time.format("%H:%M:%S").to_string()
     } else {
         time.format("%H:%M:%S%.6f").to_string()
@@ -295,11 +293,16 @@ pub fn format_duration(duration: &TimeDelta) -> String {
 }
 
 /// Reads an ISO 8601 duration (`P[nW][nD][T[nH][nM][n[.f]S]]`, optionally signed) from a JSON
-/// string, or a number of seconds.
+/// string, or a number of seconds (to the millisecond). A duration must fit in a signed 64-bit
+/// count of microseconds (about 292,000 years either way); a longer one is an error, not
+/// another duration.
 pub fn duration_from_value(value: &Value) -> Result<TimeDelta, ValueError> {
     let err = || ValueError::new("an ISO 8601 duration", value);
     if let Some(secs) = value.as_f64() {
-        return TimeDelta::try_milliseconds((secs * 1000.0).round() as i64).ok_or_else(err);
+        return whole(secs * 1000.0)
+            .filter(|ms| ms.checked_mul(1000).is_some())
+            .map(TimeDelta::milliseconds)
+            .ok_or_else(err);
     }
     let s = as_str(value, "an ISO 8601 duration")?;
     let (negative, s) = match s.strip_prefix('-') {
@@ -307,7 +310,7 @@ pub fn duration_from_value(value: &Value) -> Result<TimeDelta, ValueError> {
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
     let s = s.strip_prefix('P').ok_or_else(err)?;
-    let mut total = TimeDelta::zero();
+    let mut micros: i64 = 0;
     let mut in_time = false;
     let mut number = String::new();
     let mut seen_unit = false;
@@ -316,17 +319,16 @@ pub fn duration_from_value(value: &Value) -> Result<TimeDelta, ValueError> {
             'T' if !in_time && number.is_empty() => in_time = true,
             '0'..='9' | '.' | ',' => number.push(if c == ',' { '.' } else { c }),
             unit => {
-                let n: f64 = number.parse().map_err(|_| err())?;
-                let secs_per = match (in_time, unit) {
-                    (false, 'W') => 604_800.0,
-                    (false, 'D') => 86_400.0,
-                    (true, 'H') => 3_600.0,
-                    (true, 'M') => 60.0,
-                    (true, 'S') => 1.0,
+                let per_unit: i64 = match (in_time, unit) {
+                    (false, 'W') => 604_800_000_000,
+                    (false, 'D') => 86_400_000_000,
+                    (true, 'H') => 3_600_000_000,
+                    (true, 'M') => 60_000_000,
+                    (true, 'S') => 1_000_000,
                     _ => return Err(err()),
                 };
-                let micros = (n * secs_per * 1_000_000.0).round() as i64;
-                total += TimeDelta::microseconds(micros);
+                let part = duration_part(&number, per_unit).ok_or_else(err)?;
+                micros = micros.checked_add(part).ok_or_else(err)?;
                 number.clear();
                 seen_unit = true;
             }
@@ -335,7 +337,32 @@ pub fn duration_from_value(value: &Value) -> Result<TimeDelta, ValueError> {
     if !number.is_empty() || !seen_unit {
         return Err(err());
     }
+    let total = TimeDelta::microseconds(micros);
     Ok(if negative { -total } else { total })
+}
+
+/// `number` (digits with at most one `.`) units of `per_unit` microseconds, in microseconds:
+/// the whole part exactly, the fraction rounded; `None` past the range of an `i64`.
+fn duration_part(number: &str, per_unit: i64) -> Option<i64> {
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
+        return None;
+    }
+    let int: i64 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let frac = if frac.is_empty() {
+        0
+    } else {
+        whole(format!("0.{frac}").parse::<f64>().ok()? * per_unit as f64)?
+    };
+    int.checked_mul(per_unit)?.checked_add(frac)
+}
+
+/// `x` rounded to a whole number, if that fits in an `i64` (an `as` cast would saturate).
+fn whole(x: f64) -> Option<i64> {
+    // -2^63 and 2^63 are exact in an f64; every rounded value between them fits.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    let x = x.round();
+    (x.is_finite() && (-LIMIT..LIMIT).contains(&x)).then_some(x as i64)
 }
 
 /// Reads an integer from a JSON number or a string of digits.
@@ -485,6 +512,20 @@ mod tests {
     }
 
     #[test]
+    fn times_below_a_microsecond_show_no_fraction() {
+        // Found by the values fuzz target: 20 ns after a whole second was written
+        // `01:00:45.000000`, which read back as a time written `01:00:45`.
+        let t = time_from_value(&json!("01:00:45.000000020")).unwrap();
+        assert_eq!(format_time(&t), "01:00:45");
+        let t = time_from_value(&json!("01:00:45.000001020")).unwrap();
+        assert_eq!(format_time(&t), "01:00:45.000001");
+        let leap = NaiveTime::from_hms_nano_opt(23, 59, 59, 1_000_000_500).unwrap();
+        assert_eq!(format_time(&leap), "23:59:60");
+        let leap = NaiveTime::from_hms_micro_opt(23, 59, 59, 1_250_000).unwrap();
+        assert_eq!(format_time(&leap), "23:59:60.250000");
+    }
+
+    #[test]
     fn durations_round_trip() {
         for (text, delta) in [
             (
@@ -507,6 +548,45 @@ mod tests {
         );
         assert!(duration_from_value(&json!("P")).is_err());
         assert!(duration_from_value(&json!("PT5X")).is_err());
+    }
+
+    #[test]
+    fn durations_past_the_range_are_errors_not_other_durations() {
+        // Found by the `values` fuzz target: 1e300 seconds became the largest duration, whose
+        // ISO form then read back as another one; a sum of parts could overflow and panic.
+        for too_long in [
+            json!(1e300),
+            json!(-1e300),
+            json!(1e16),
+            json!("P106751991167DT7H12M55.807S"),
+            json!("P9999999999999999999W"),
+            json!("P15250000W15250000W"),
+            json!("PT9223372036854775807S"),
+        ] {
+            let err = duration_from_value(&too_long).unwrap_err();
+            assert_eq!(err.expected(), "an ISO 8601 duration", "{too_long}");
+        }
+        let longest = TimeDelta::microseconds(i64::MAX);
+        let form = format_duration(&longest);
+        assert_eq!(
+            duration_from_value(&json!(form)).unwrap(),
+            longest,
+            "{form}"
+        );
+        assert_eq!(
+            duration_from_value(&json!(format!("-{form}"))).unwrap(),
+            -longest
+        );
+        assert_eq!(
+            duration_from_value(&json!(86_400.5)).unwrap(),
+            TimeDelta::milliseconds(86_400_500)
+        );
+        assert_eq!(
+            duration_from_value(&json!("PT.5S")).unwrap(),
+            TimeDelta::milliseconds(500)
+        );
+        assert!(duration_from_value(&json!("PT.S")).is_err());
+        assert!(duration_from_value(&json!("PT1.2.3S")).is_err());
     }
 
     #[test]

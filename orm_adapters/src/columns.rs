@@ -155,7 +155,15 @@ impl Column {
                     _ => None,
                 }
                 .ok_or_else(|| mismatch("a number"))?;
+                // NaN and the infinities have no JSON form (a master would send them as null),
+                // and MySQL and SQLite cannot store them: they are never a row's value.
+                if !v.is_finite() {
+                    return Err(mismatch("a finite number"));
+                }
                 if self.kind == Kind::Float {
+                    if v.abs() > f64::from(f32::MAX) {
+                        return Err(mismatch("a number within single precision"));
+                    }
                     #[allow(clippy::cast_possible_truncation)] // the column is single precision
                     let v = v as f32;
                     Value::Float(Some(v))
@@ -424,6 +432,32 @@ mod tests {
             let value = col(kind, false).to_db(&input).unwrap();
             assert_eq!(to_json(&value).unwrap(), wire, "{kind:?} {input}");
         }
+    }
+
+    #[test]
+    fn floats_without_a_wire_form_are_refused() {
+        // Found with the instance_data fuzz target's check that every accepted value has a wire
+        // form: "NaN" and "inf" parsed as floats, and 1e39 became infinity in a REAL column;
+        // all three went out again as null.
+        for (kind, bad) in [
+            (Kind::Float, json!("NaN")),
+            (Kind::Double, json!("NaN")),
+            (Kind::Double, json!("-inf")),
+            (Kind::Double, json!("infinity")),
+            (Kind::Float, json!(1e39)),
+            (Kind::Float, json!("-3.5e38")),
+        ] {
+            let err = col(kind, true).to_db(&bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidData, "{kind:?} {bad}");
+        }
+        let largest = col(Kind::Float, false)
+            .to_db(&json!(f64::from(f32::MAX)))
+            .unwrap();
+        assert_eq!(largest, Value::Float(Some(f32::MAX)));
+        assert_eq!(
+            col(Kind::Double, false).to_db(&json!(1e39)).unwrap(),
+            Value::Double(Some(1e39))
+        );
     }
 
     #[test]

@@ -23,6 +23,8 @@
 mod columns;
 mod db_error;
 mod filter;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod introspect;
 mod master;
 #[cfg(feature = "migration")]

@@ -19,7 +19,7 @@ use crate::sql::Dialect;
 use crate::tombstones::Tombstones;
 
 mod apply;
-mod pg_arrays;
+pub(crate) mod pg_arrays;
 mod tools;
 
 /// A user hook: runs inside the batch's transaction instead of the default write.
@@ -172,7 +172,7 @@ impl ReplicaTable {
         Self::from_parts(db, info)
     }
 
-    fn from_parts(db: DatabaseConnection, info: TableInfo) -> Result<Self> {
+    pub(crate) fn from_parts(db: DatabaseConnection, info: TableInfo) -> Result<Self> {
         let TableInfo {
             table,
             dialect,
@@ -327,7 +327,7 @@ impl ReplicaTable {
 
     /// Checks one event and converts its data: the primary key, the revision and, for SAVE and
     /// SYNC, the row's values by column. Every failure here is a data problem (dead letter).
-    fn prepare(&self, event: &ReplicaEvent) -> Result<Prepared> {
+    pub(crate) fn prepare(&self, event: &ReplicaEvent) -> Result<Prepared> {
         let envelope = event.envelope();
         let revision = envelope.require_revision()?;
         // Checked here; stored below in the form its column has.
@@ -442,14 +442,15 @@ impl ReplicaTable {
 
 /// One event, checked and converted.
 #[derive(Debug)]
-struct Prepared {
+pub(crate) struct Prepared {
     signal: SignalType,
-    pk: Value,
+    pub(crate) pk: Value,
     pk_json: Json,
     pk_text: String,
     revision: i64,
     data: JsonObject,
-    row: Vec<(usize, Value)>,
+    /// The converted values, by column position.
+    pub(crate) row: Vec<(usize, Value)>,
 }
 
 impl ReplicaTable {

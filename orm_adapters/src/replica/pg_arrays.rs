@@ -38,7 +38,7 @@ pub(super) fn fits(columns: &[&Column]) -> bool {
 
 /// One array literal per column (`{"1","2",NULL}`), or `None` when a value has no text form
 /// here (the caller writes a `VALUES` list instead).
-pub(super) fn literals<'a>(
+pub(crate) fn literals<'a>(
     width: usize,
     rows: impl Iterator<Item = impl Iterator<Item = &'a Value>>,
 ) -> Option<Vec<String>> {
