@@ -175,7 +175,7 @@ fn hostile(i: usize) -> (&'static str, &'static str, OutgoingMessage) {
 /// which a replica ignores (WIRE.md section 1).
 fn valid(i: usize) -> OutgoingMessage {
     message_of(save(i as i64 + 1, |m| {
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             data(m).insert("added_on_the_master_later".into(), Value::from(i));
             m.insert("unknown_envelope_key".into(), Value::from("ignored"));
         }
@@ -233,7 +233,7 @@ async fn drain(
     let mut messages = Vec::with_capacity(valid_n + hostile_n);
     let mut h = 0;
     for i in 0..valid_n {
-        if flood && i % every == 0 && h < hostile_n {
+        if flood && i.is_multiple_of(every) && h < hostile_n {
             let (class, reason, m) = hostile(h);
             classes.entry(class).or_insert((0, reason)).0 += 1;
             *expected.entry(reason.to_owned()).or_default() += 1;
