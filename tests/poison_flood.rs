@@ -283,6 +283,12 @@ async fn drain(
         "every valid message applied once: {m:?}"
     );
     system.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+    // A reader still running would create the dead-letter stream again after the key space
+    // is deleted.
+    transport
+        .cancel(dead.consumer.clone(), true)
+        .await
+        .unwrap_or_else(|e| panic!("cancel: {e}"));
     db.cleanup().await;
     Drain {
         valid_per_second: valid_n as f64 / took.as_secs_f64(),
