@@ -286,6 +286,12 @@ impl ReplicaTable {
     /// Remembers each DELETE's revision in `tombstones` (see
     /// [`Tombstones::create_table`]), so that an older SAVE or SYNC arriving after it does not
     /// bring the row back. Off by default: django-cqrs keeps no tombstone.
+    ///
+    /// Each batch then locks its keys before it reads them, so that replicas in several
+    /// processes on one queue see each other's deletes: PostgreSQL takes transaction-scoped
+    /// advisory locks; MySQL/MariaDB lock a row per key in the tombstone table, written with
+    /// revision -1 the first time (so that table holds a row for every key ever applied, not
+    /// only the deleted ones); SQLite has one writer at a time.
     #[must_use]
     pub fn with_tombstones(mut self, tombstones: Tombstones) -> Self {
         self.tombstones = Some(tombstones);
