@@ -286,7 +286,7 @@ async fn drain(
     // A reader still running would create the dead-letter stream again after the key space
     // is deleted.
     transport
-        .cancel(dead.consumer.clone(), true)
+        .cancel(dead.consumer, true)
         .await
         .unwrap_or_else(|e| panic!("cancel: {e}"));
     db.cleanup().await;
