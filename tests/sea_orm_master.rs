@@ -427,7 +427,9 @@ async fn a_relay_killed_mid_window_loses_nothing(backend: Backend) {
     let (system, seen) = recording_system(&transport, &queue).await;
     let table = authors(&outbox);
     hold(&outbox).await;
-    let window = 32;
+    // Two windows stay below the 40 ids between two revisions of a row, so that what is sent
+    // again after the crash cannot put a row's revisions out of order.
+    let window = 16;
     let config = || {
         CqrsConfig::default()
             .with_publish_window(window)
@@ -456,8 +458,9 @@ async fn a_relay_killed_mid_window_loses_nothing(backend: Backend) {
     system.wait_idle().await.unwrap();
     let seen = seen.lock().unwrap().clone();
     let twice = check_history(&seen, &last);
+    // At most a window unconfirmed and less than a window confirmed but not yet deleted.
     assert!(
-        twice <= window as usize,
+        twice < 2 * window as usize,
         "{twice} events were sent twice; the window is {window}"
     );
     second.shutdown().await.unwrap();

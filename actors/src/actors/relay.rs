@@ -2,7 +2,7 @@
 //! with one window of unconfirmed publishes, and deletes them once the broker confirmed them.
 //! The system starts one per registered outbox and stops it on shutdown.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -179,6 +179,12 @@ enum Round {
 
 type Pending = Pin<Box<dyn Future<Output = Result<()>>>>;
 
+/// Confirmed events being deleted while the relay goes on.
+struct Deleting {
+    ids: Vec<i64>,
+    future: Pending,
+}
+
 struct Relay {
     outbox: Arc<dyn OutboxStore>,
     cqrs_ids: Arc<[String]>,
@@ -315,40 +321,65 @@ impl Relay {
         Ok(held)
     }
 
-    /// Relays from the start of the outbox until it is empty or [`ROUND_ROWS`] went out.
+    /// Relays from the start of the outbox until it is empty (as far as reads and wake-ups
+    /// tell), starting over from the beginning every [`ROUND_ROWS`] rows.
+    ///
+    /// At most a window of publishes waits for confirms, and it is kept full: a quarter of it
+    /// is read again as soon as it is free. Confirmed events are deleted a quarter window at a
+    /// time while later publishes wait for theirs, and reads pause while a window of them
+    /// waits to be deleted (the database is behind). Events published and not yet deleted
+    /// thus stay under two windows: what a crash can make the next holder send again.
     async fn round(&mut self) -> Result<Round> {
         if !self.renew().await? {
             return Ok(Round::NotLeader);
         }
-        let window = self.settings.window;
-        let refill = (window / 2).max(1);
+        let window = self.settings.window.max(1);
+        let step = (window / 4).max(1);
+        let wake = self.outbox.wake_signal();
         let mut cursor = 0;
         let mut exhausted = false;
         let mut sent = 0;
+        // Ids published and not yet deleted: a read from the start of the outbox again skips
+        // them rather than publishing them twice.
+        let mut held: HashSet<i64> = HashSet::with_capacity(window);
         let mut in_flight: VecDeque<(i64, Arc<IdMetrics>, Pending)> =
             VecDeque::with_capacity(window);
         let mut confirmed: Vec<i64> = Vec::with_capacity(window);
+        let mut deleting: Option<Deleting> = None;
         loop {
-            // Events published but not yet deleted (in flight or confirmed) never exceed the
-            // window: that bounds what a crash can make the next holder send twice. Half the
-            // window is read again as soon as it is free, so the broker has the other half to
-            // confirm while the database reads and deletes.
             let stopping = self.stopping();
-            if !stopping && !exhausted && in_flight.len() <= window - refill && sent < ROUND_ROWS {
-                self.flush(&mut confirmed).await?;
-                let want = window - in_flight.len();
-                let rows = self.outbox.read(cursor, want, &self.cqrs_ids).await?;
-                exhausted = rows.len() < want;
+            if sent >= ROUND_ROWS && deleting.is_none() {
+                // Back to the start for rows committed late with lower ids. No delete is
+                // running, so every row the read can see is either held or not relayed yet.
+                cursor = 0;
+                sent = 0;
+                exhausted = false;
+            }
+            // Confirmed events waiting to be deleted stop the reads once they are a window:
+            // the database is behind.
+            let room = window - in_flight.len();
+            let undeleted = held.len() - in_flight.len();
+            if !stopping && !exhausted && sent < ROUND_ROWS && room >= step && undeleted < window {
+                let rows = self.outbox.read(cursor, room, &self.cqrs_ids).await?;
+                exhausted = rows.len() < room;
                 for row in rows {
                     cursor = row.id;
+                    if !held.insert(row.id) {
+                        continue;
+                    }
                     sent += 1;
                     let figures = self.metrics.id(row.event.cqrs_id());
                     let publish = self.transport.publish(row.event.into_message());
                     in_flight.push_back((row.id, figures, Box::pin(publish)));
                 }
             }
-            let Some((id, figures, publish)) = in_flight.pop_front() else {
-                self.flush(&mut confirmed).await?;
+            if deleting.is_none()
+                && !confirmed.is_empty()
+                && (confirmed.len() >= step || in_flight.is_empty())
+            {
+                deleting = Some(self.delete(std::mem::take(&mut confirmed)));
+            }
+            if in_flight.is_empty() && deleting.is_none() {
                 return Ok(if stopping {
                     Round::Stopped
                 } else if exhausted {
@@ -356,31 +387,89 @@ impl Relay {
                 } else {
                     Round::Busy
                 });
-            };
-            match publish.await {
-                Ok(()) => figures.count(Outcome::Published, 1),
-                // No replica queue is bound to the CQRS id: the broker took the event and
-                // delivered it to nobody, as it does for a django-cqrs master. Holding the row
-                // would stop the outbox until some replica appears.
-                Err(e) if e.kind() == ErrorKind::Unroutable => {
-                    tracing::warn!(outbox = %self.outbox.name(), id, error = %e, "CQRS event reached no queue");
-                }
-                Err(e) => {
-                    // Later publishes may still go out; their rows stay, so they are sent again
-                    // in order after the failed one.
-                    self.flush(&mut confirmed).await?;
-                    return Err(e);
-                }
             }
-            confirmed.push(id);
-            if confirmed.len() >= refill {
-                self.flush(&mut confirmed).await?;
+            let woken = exhausted && !stopping;
+            tokio::select! {
+                biased;
+                deleted = async { deleting.as_mut().map(|d| &mut d.future).expect("a delete").await },
+                    if deleting.is_some() =>
+                {
+                    let done = deleting.take().map(|d| d.ids).unwrap_or_default();
+                    if let Err(e) = deleted {
+                        self.settle(&mut confirmed).await;
+                        return Err(e);
+                    }
+                    for id in &done {
+                        held.remove(id);
+                    }
+                    self.control.moved();
+                    self.control.progress.notify_waiters();
+                }
+                published = async { in_flight.front_mut().map(|p| &mut p.2).expect("a publish").await },
+                    if !in_flight.is_empty() =>
+                {
+                    let Some((id, figures, _)) = in_flight.pop_front() else {
+                        continue;
+                    };
+                    match published {
+                        Ok(()) => figures.count(Outcome::Published, 1),
+                        // No replica queue is bound to the CQRS id: the broker took the event
+                        // and delivered it to nobody, as it does for a django-cqrs master.
+                        // Holding the row would stop the outbox until some replica appears.
+                        Err(e) if e.kind() == ErrorKind::Unroutable => {
+                            tracing::warn!(outbox = %self.outbox.name(), id, error = %e, "CQRS event reached no queue");
+                        }
+                        Err(e) => {
+                            // Later publishes may still go out; their rows stay, so they are
+                            // sent again in order after the failed one.
+                            if let Some(d) = deleting.take() {
+                                let _ = d.future.await;
+                            }
+                            self.settle(&mut confirmed).await;
+                            return Err(e);
+                        }
+                    }
+                    confirmed.push(id);
+                }
+                // Nothing more was there at the last read: read again when a writer commits.
+                () = wake.notified(), if woken => exhausted = false,
             }
             if !self.renew().await? {
-                self.flush(&mut confirmed).await?;
+                if let Some(d) = deleting.take() {
+                    let _ = d.future.await;
+                }
+                self.settle(&mut confirmed).await;
                 tracing::warn!(outbox = %self.outbox.name(), "outbox relay lost its lease");
                 return Ok(Round::NotLeader);
             }
+        }
+    }
+
+    /// Starts deleting confirmed events while the relay goes on. The delete runs as a task of
+    /// its own, so that it moves on while the relay awaits a read (which may need the very
+    /// connection the delete holds, when the pool has one).
+    fn delete(&self, ids: Vec<i64>) -> Deleting {
+        let outbox = Arc::clone(&self.outbox);
+        let batch = ids.clone();
+        let task = actix::spawn(async move { outbox.delete(&batch).await });
+        Deleting {
+            ids,
+            future: Box::pin(async move {
+                task.await.unwrap_or_else(|e| {
+                    Err(crate::error::Error::new(
+                        ErrorKind::Database,
+                        format!("deleting relayed events stopped: {e}"),
+                    ))
+                })
+            }),
+        }
+    }
+
+    /// Deletes what was confirmed before the round ends on a failure: a failure to delete is
+    /// logged, as those events are sent again by the next round.
+    async fn settle(&self, confirmed: &mut Vec<i64>) {
+        if let Err(e) = self.flush(confirmed).await {
+            tracing::warn!(outbox = %self.outbox.name(), error = %e, "could not delete relayed events; they are sent again");
         }
     }
 
