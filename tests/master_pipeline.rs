@@ -290,6 +290,78 @@ async fn rounds_that_start_over_send_nothing_twice() {
     master.shutdown().await.unwrap();
 }
 
+/// A transaction that took its outbox ids before another one and commits after it: the relay
+/// has read past those ids when the wake-up of the late commit comes, while the other
+/// transaction's events still wait for their confirm. It must read from the start again then,
+/// not wait for its next poll.
+async fn an_event_committed_late_below_the_cursor_is_relayed_at_once(backend: Backend) {
+    use sea_orm::TransactionTrait;
+
+    let t = TestDb::new(backend, "late").await;
+    t.create(author::Entity).await;
+    let outbox = Outbox::with_table(t.db.clone(), unique("outbox"));
+    outbox.create_table().await.unwrap();
+    let table = MasterTable::new("author", author::Entity, &outbox).unwrap();
+    let (inner, _broker) = MemoryBroker::default().start_transport();
+    let queue = unique("late");
+    inner
+        .declare(Declare {
+            queue: queue.clone(),
+            dead_letter_queue: format!("dead_letter_{queue}"),
+            cqrs_ids: vec!["author".into()],
+        })
+        .await
+        .unwrap();
+    let published = Arc::new(AtomicUsize::new(0));
+    let slow = Counting {
+        inner,
+        hold: Duration::from_secs(2),
+        in_flight: Arc::default(),
+        most: Arc::default(),
+        published: Arc::clone(&published),
+    }
+    .start();
+    let transport = TransportHandle::new("slow", &slow);
+    let master = start(
+        CqrsConfig::default().with_outbox_poll_interval(Duration::from_secs(120)),
+        vec![(&table).into()],
+        &transport,
+    )
+    .await
+    .unwrap();
+
+    let early = t.db.begin().await.unwrap();
+    table.insert(&early, new_author("early")).await.unwrap();
+    table.insert(&t.db, new_author("late")).await.unwrap();
+    wait_until("the first committed event to go out", PATIENCE, || async {
+        published.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    early.commit().await.unwrap();
+    outbox.wake();
+    wait_until(
+        "the event committed late, well before the next poll",
+        Duration::from_secs(15),
+        || async { published.load(Ordering::SeqCst) == 2 },
+    )
+    .await;
+    master.flush().await.unwrap();
+    master.shutdown().await.unwrap();
+    t.cleanup().await;
+}
+
+#[actix_rt::test]
+async fn an_event_committed_late_below_the_cursor_is_relayed_at_once_on_postgres() {
+    support::init_tracing();
+    an_event_committed_late_below_the_cursor_is_relayed_at_once(Backend::Postgres).await;
+}
+
+#[actix_rt::test]
+async fn an_event_committed_late_below_the_cursor_is_relayed_at_once_on_mariadb() {
+    support::init_tracing();
+    an_event_committed_late_below_the_cursor_is_relayed_at_once(Backend::MySql).await;
+}
+
 #[actix_rt::test]
 async fn the_url_picks_the_memory_transport() {
     support::init_tracing();

@@ -431,8 +431,14 @@ impl Relay {
                     }
                     confirmed.push(id);
                 }
-                // Nothing more was there at the last read: read again when a writer commits.
-                () = wake.notified(), if woken => exhausted = false,
+                // Nothing more was there at the last read: read again when a writer commits,
+                // from the start of the outbox, as a transaction that took its ids before the
+                // last read and committed after it has them below the cursor. Held ids are
+                // skipped.
+                () = wake.notified(), if woken => {
+                    exhausted = false;
+                    cursor = 0;
+                }
             }
             if !self.renew().await? {
                 if let Some(d) = deleting.take() {
