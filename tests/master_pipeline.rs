@@ -240,22 +240,12 @@ async fn the_window_bounds_what_the_transport_holds_from_the_outbox() {
     replica.shutdown().await.unwrap();
 }
 
-#[actix_rt::test]
-async fn rounds_that_start_over_send_nothing_twice() {
-    support::init_tracing();
-    let (inner, _broker) = MemoryBroker::default().start_transport();
-    let published = Arc::new(AtomicUsize::new(0));
-    let counting = Counting {
-        inner: inner.clone(),
-        hold: Duration::ZERO,
-        in_flight: Arc::default(),
-        most: Arc::default(),
-        published: Arc::clone(&published),
-    }
-    .start();
-    let transport = TransportHandle::new("counting", &counting);
-    // A queue takes the events (nobody consumes them: the test is about the relay).
-    let queue = unique("restart");
+/// A memory broker with a queue bound to `author` that nobody consumes, behind a [`Counting`]
+/// transport that holds each publish for `hold`: the relay's side alone. Answers the
+/// transport, the count of publishes and the broker (kept alive by the caller).
+async fn counted_broker(hold: Duration) -> (TransportHandle, Arc<AtomicUsize>, Addr<MemoryBroker>) {
+    let (inner, broker) = MemoryBroker::default().start_transport();
+    let queue = unique("relay");
     inner
         .declare(Declare {
             queue: queue.clone(),
@@ -264,6 +254,26 @@ async fn rounds_that_start_over_send_nothing_twice() {
         })
         .await
         .unwrap();
+    let published = Arc::new(AtomicUsize::new(0));
+    let counting = Counting {
+        inner,
+        hold,
+        in_flight: Arc::default(),
+        most: Arc::default(),
+        published: Arc::clone(&published),
+    }
+    .start();
+    (
+        TransportHandle::new("counting", &counting),
+        published,
+        broker,
+    )
+}
+
+#[actix_rt::test]
+async fn rounds_that_start_over_send_nothing_twice() {
+    support::init_tracing();
+    let (transport, published, _broker) = counted_broker(Duration::ZERO).await;
     let outbox = MemoryOutbox::new();
     let master = start(
         CqrsConfig::default().with_publish_window(500),
@@ -302,26 +312,7 @@ async fn an_event_committed_late_below_the_cursor_is_relayed_at_once(backend: Ba
     let outbox = Outbox::with_table(t.db.clone(), unique("outbox"));
     outbox.create_table().await.unwrap();
     let table = MasterTable::new("author", author::Entity, &outbox).unwrap();
-    let (inner, _broker) = MemoryBroker::default().start_transport();
-    let queue = unique("late");
-    inner
-        .declare(Declare {
-            queue: queue.clone(),
-            dead_letter_queue: format!("dead_letter_{queue}"),
-            cqrs_ids: vec!["author".into()],
-        })
-        .await
-        .unwrap();
-    let published = Arc::new(AtomicUsize::new(0));
-    let slow = Counting {
-        inner,
-        hold: Duration::from_secs(2),
-        in_flight: Arc::default(),
-        most: Arc::default(),
-        published: Arc::clone(&published),
-    }
-    .start();
-    let transport = TransportHandle::new("slow", &slow);
+    let (transport, published, _broker) = counted_broker(Duration::from_secs(2)).await;
     let master = start(
         CqrsConfig::default().with_outbox_poll_interval(Duration::from_secs(120)),
         vec![(&table).into()],
