@@ -16,12 +16,14 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cqrs_sync::transport::{Declare, HEADER_REASON, OutgoingMessage};
+use cqrs_sync::transport::{Declare, OutgoingMessage};
 use cqrs_sync::{CqrsConfig, CqrsSystem, TransportHandle};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use support::db::{Backend, TestDb};
-use support::hostile::{data, message, message_of, replica_system, rows, save, tables};
+use support::hostile::{
+    data, message, message_of, reason_counts, replica_system, rows, save, tables,
+};
 
 const QUEUE: &str = "flood";
 const DLQ: &str = "dead_letter_flood";
@@ -259,15 +261,7 @@ async fn drain(
         .await;
     system.wait_idle().await.unwrap_or_else(|e| panic!("{e}"));
 
-    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    for letter in &letters {
-        let reason = letter
-            .headers
-            .get(HEADER_REASON)
-            .cloned()
-            .unwrap_or_default();
-        *reasons.entry(reason).or_default() += 1;
-    }
+    let reasons = reason_counts(letters.iter().map(|l| &l.headers));
     if flood {
         eprintln!("hostile classes (count, reason): {classes:?}");
     }

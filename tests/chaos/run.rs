@@ -583,23 +583,13 @@ impl Drop for Schemas {
         if names.is_empty() {
             return;
         }
-        // The run's runtime may be unwinding: a thread and a runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(admin) = Database::connect(ADMIN_URL).await {
-                    for schema in names {
-                        let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-                        let _ = admin.execute_unprepared(&sql).await;
-                    }
+        crate::support::db::cleanup_detached(async move {
+            if let Ok(admin) = Database::connect(ADMIN_URL).await {
+                for schema in names {
+                    let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+                    let _ = admin.execute_unprepared(&sql).await;
                 }
-            });
-        })
-        .join();
+            }
+        });
     }
 }

@@ -66,22 +66,27 @@ impl Drop for TestDb {
         let Some(Admin { url, drop: sql, .. }) = admin(self.backend, &self.name) else {
             return;
         };
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(admin) = Database::connect(options(url, 1)).await {
-                    let _ = admin.execute_unprepared(&sql).await;
-                    let _ = admin.close().await;
-                }
-            });
-        })
-        .join();
+        cleanup_detached(async move {
+            if let Ok(admin) = Database::connect(options(url, 1)).await {
+                let _ = admin.execute_unprepared(&sql).await;
+                let _ = admin.close().await;
+            }
+        });
     }
+}
+
+/// Runs a cleanup to its end from a `Drop`: on a thread and a runtime of its own, as the
+/// caller's runtime may be unwinding from a panic.
+pub fn cleanup_detached(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(cleanup);
+        }
+    })
+    .join();
 }
 
 fn options(url: &str, pool: u32) -> ConnectOptions {
