@@ -1,8 +1,8 @@
 //! Publishing with publisher confirms and a window of unconfirmed messages.
 //!
 //! One task takes publishes in the order they were asked for and writes them to the
-//! confirm-mode channel without waiting for the broker, up to `publish_window` unconfirmed at
-//! once; confirms are matched as they arrive. When the connection is lost, every message
+//! confirm-mode channel without waiting for the broker or for lapin's I/O thread, up to
+//! `publish_window` unconfirmed at once; confirms are matched as they arrive. When the connection is lost, every message
 //! without a confirm is written again on the next connection, in its original order and before
 //! anything newer (at least once: the replica's revision rules make a duplicate harmless).
 //! A message still without a connection at its publish timeout fails with
@@ -28,7 +28,9 @@
 //! message it belongs to is answered.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use cqrs_actors::{Error, ErrorKind, Result};
@@ -249,31 +251,40 @@ impl State {
                 );
                 continue;
             }
-            let sent = link
-                .publish
-                .basic_publish(
-                    p.out.exchange.clone(),
-                    p.out.routing_key.clone(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    &p.out.body,
-                    p.out.properties.clone(),
-                )
-                .await;
-            match sent {
-                Ok(confirm) => {
-                    let generation = link.generation;
-                    p.generation = generation;
-                    self.confirms
-                        .push(Box::pin(async move { (seq, generation, confirm.await) }));
+            let generation = link.generation;
+            p.generation = generation;
+            let channel = link.publish.clone();
+            let (exchange, routing_key) = (p.out.exchange.clone(), p.out.routing_key.clone());
+            let (body, properties) = (p.out.body.clone(), p.out.properties.clone());
+            let mut confirm: BoxFuture<'static, Confirmed> = Box::pin(async move {
+                let options = BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                };
+                let result = match channel
+                    .basic_publish(exchange, routing_key, options, &body, properties)
+                    .await
+                {
+                    Ok(confirm) => confirm.await,
+                    Err(e) => Err(e),
+                };
+                (seq, generation, result)
+            });
+            // lapin queues the frames on the first poll and resolves the publish only once its
+            // I/O thread wrote them. Polling each publish once here keeps the frames in publish
+            // order without waiting for that thread between messages, so it writes many at a
+            // time and the broker reads them in one go. A publish that fails at once (the
+            // connection is gone) is answered through `confirmed` like a lost confirm.
+            match poll_fn(|cx| Poll::Ready(confirm.as_mut().poll(cx))).await {
+                Poll::Ready(done) => {
+                    let lost = done.2.is_err();
+                    self.confirms.push(Box::pin(std::future::ready(done)));
+                    if lost {
+                        tracing::debug!("publish failed; waiting for a new connection");
+                        self.connection_lost(generation);
+                    }
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, "publish failed; waiting for a new connection");
-                    self.unsent.push_front(seq);
-                    self.connection_lost(link.generation);
-                }
+                Poll::Pending => self.confirms.push(confirm),
             }
         }
     }
@@ -307,13 +318,12 @@ impl State {
         }
         // Answer in publish order: a return lapin gives to an older message's confirm is seen
         // before the message it belongs to is answered.
-        let ready: Vec<u64> = self
+        while let Some(seq) = self
             .pending
             .iter()
-            .filter(|(_, p)| p.generation == generation)
-            .map_while(|(seq, p)| p.answered.map(|_| *seq))
-            .collect();
-        for seq in ready {
+            .find(|(_, p)| p.generation == generation)
+            .and_then(|(seq, p)| p.answered.map(|_| *seq))
+        {
             self.answer(seq);
         }
     }
