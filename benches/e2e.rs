@@ -62,12 +62,13 @@ use cqrs_sync::transports::rabbitmq::{RabbitMqConfig, RabbitMqTransport};
 use cqrs_sync::transports::redis::{RedisConfig, RedisTransport};
 use cqrs_sync::{ReplicaEvent, TransportHandle};
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Schema, Statement,
 };
 use serde_json::Value;
 
+#[path = "support/amqp_publish.rs"]
+mod amqp_publish;
 #[path = "support/book.rs"]
 mod book;
 #[path = "support/proc.rs"]
@@ -75,7 +76,13 @@ mod proc;
 #[path = "support/redis_reply.rs"]
 mod redis_reply;
 
+use amqp_publish::publish_confirmed;
 use redis_reply::read_and_ack;
+
+/// The master and the replicas allocate with mimalloc, as a service on this path should: with
+/// glibc's malloc a third of the master's time goes to allocating and freeing (see the README).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -291,12 +298,13 @@ fn filler(row_bytes: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 // Ceilings.
 
-/// Raw lapin: `n` persistent publishes with confirms (window 1000) to one queue while a
+/// Raw lapin: `n` persistent publishes with confirms (window 1000, written as the transport
+/// writes them) to one queue while a
 /// consumer on a second connection acks them (`multiple` every 100). Messages/s to the last ack.
 async fn rabbitmq_ceiling(n: usize, bodies: &[Vec<u8>], queue: &str) -> BenchResult<f64> {
     use lapin::options::{
-        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-        ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+        QueueDeclareOptions, QueueDeleteOptions,
     };
     use lapin::types::FieldTable;
     use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -341,25 +349,7 @@ async fn rabbitmq_ceiling(n: usize, bodies: &[Vec<u8>], queue: &str) -> BenchRes
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("text/plain".into());
-        let mut pending = FuturesUnordered::new();
-        for i in 0..n {
-            if pending.len() >= WINDOW {
-                pending.next().await.transpose()?;
-            }
-            let confirm = out
-                .basic_publish(
-                    "".into(),
-                    queue.into(),
-                    BasicPublishOptions::default(),
-                    &bodies[i % bodies.len()],
-                    props.clone(),
-                )
-                .await?;
-            pending.push(confirm);
-        }
-        while let Some(c) = pending.next().await {
-            c?;
-        }
+        publish_confirmed(&out, "", queue, n, bodies, &props, WINDOW).await?;
         Ok::<(), Box<dyn std::error::Error>>(())
     };
     let (c, p) = futures_util::future::join(consume, publish).await;

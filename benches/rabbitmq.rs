@@ -1,6 +1,6 @@
 //! The RabbitMQ transport's publish and consume rates next to the raw ceiling of the same
 //! broker measured in the same run (lapin directly: persistent publishes with pipelined
-//! confirms, consumption with acks, no database).
+//! confirms, written as the transport writes them, consumption with acks, no database).
 //!
 //! ```text
 //! cargo bench --bench rabbitmq --features rabbitmq
@@ -12,6 +12,8 @@
 //! settles each batch it is handed, which the transport sends as one `multiple` ack.
 #![allow(clippy::print_stdout)] // a bench reports on stdout
 
+#[path = "support/amqp_publish.rs"]
+mod amqp_publish;
 #[path = "support/transport.rs"]
 mod support;
 
@@ -21,10 +23,9 @@ use actix::prelude::*;
 use cqrs_sync::transport::Declare;
 use cqrs_sync::transports::rabbitmq::{RabbitMqConfig, RabbitMqTransport, Teardown};
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -61,25 +62,7 @@ async fn raw(n: usize, queue: String) -> BenchResult<(f64, f64)> {
         .with_content_type("text/plain".into())
         .with_delivery_mode(2);
     let started = Instant::now();
-    let mut pending = FuturesUnordered::new();
-    for _ in 0..n {
-        if pending.len() >= WINDOW {
-            pending.next().await.transpose()?;
-        }
-        let confirm = channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                &payload,
-                props.clone(),
-            )
-            .await?;
-        pending.push(confirm);
-    }
-    while let Some(c) = pending.next().await {
-        c?;
-    }
+    publish_confirmed(&channel, "", queue, n, &[payload], &props, WINDOW).await?;
     let publish = rate(n, started.elapsed());
 
     let consumer_channel = conn.create_channel().await?;
