@@ -4,11 +4,12 @@
 //! cargo bench --bench e2e --features postgres,rabbitmq,redis -- \
 //!     [--transport rabbitmq|redis|both] [--events N] [--backlog N] [--row-bytes B] \
 //!     [--batch N] [--write-batch N] [--writers N] [--rate R] [--lag-seconds S] \
-//!     [--consumers N] [--rounds N] [--prefetch N] [--json FILE]
+//!     [--consumers N] [--rounds N] [--prefetch N] [--window N] [--json FILE]
 //! ```
 //!
 //! Defaults: 100,000 events of rows of about 300 bytes, replica batches of 1000 (prefetch
-//! twice that), master transactions of 100 rows from 2 writers, 2,000 events/s for 10 s, one
+//! twice that), master transactions of 100 rows from 2 writers, a publish window of 1000 (the
+//! default `master.publish_window`), 2,000 events/s for 10 s, one
 //! consumer, 3 rounds. `CQRS_BENCH_AMQP_URL` and `CQRS_BENCH_REDIS_URL` name other brokers.
 //!
 //! For each transport (both unless `--transport` names one), in one run:
@@ -20,7 +21,7 @@
 //!    record, for every event, their commit time minus the row's `cqrs_updated` (set in the
 //!    master's writing transaction). Percentiles.
 //! 2. **Raw ceilings**, then the master alone. The broker alone: raw lapin or redis-rs
-//!    publishing the same encoded events with confirms (a window of 1000, to the queue by
+//!    publishing the same encoded events with confirms (a window of `--window`, to the queue by
 //!    the default exchange; Redis: pipelines of 1000 `XADD`s) while a consumer on its own
 //!    connection reads and acknowledges them from the same queue, no database. The database
 //!    alone: the same rows upserted in batches of `--batch` (`INSERT ... ON CONFLICT DO
@@ -89,8 +90,6 @@ type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const REDIS: &str = "redis://127.0.0.1:6379/0";
-/// Unconfirmed publishes: the relay's window and the raw publisher's.
-const WINDOW: usize = 1000;
 /// Most events a ceiling measures.
 const CEILING_MAX: usize = 200_000;
 /// The role variable: set, this binary is a replica process.
@@ -137,6 +136,8 @@ struct Args {
     consumers: usize,
     rounds: usize,
     prefetch: Option<u32>,
+    /// Unconfirmed publishes: the relay's window and the raw RabbitMQ publisher's.
+    window: usize,
     json: Option<PathBuf>,
 }
 
@@ -155,6 +156,7 @@ impl Args {
             consumers: 1,
             rounds: 3,
             prefetch: None,
+            window: 1000,
             json: None,
         };
         let mut it = std::env::args().skip(1);
@@ -186,13 +188,14 @@ impl Args {
                 "--consumers" => args.consumers = value()?.parse()?,
                 "--rounds" => args.rounds = value()?.parse()?,
                 "--prefetch" => args.prefetch = Some(value()?.parse()?),
+                "--window" => args.window = value()?.parse()?,
                 "--json" => args.json = Some(value()?.into()),
                 "-h" | "--help" => {
                     println!(
                         "cargo bench --bench e2e -- [--transport rabbitmq|redis|both] [--events N] \
                          [--backlog N] [--row-bytes B] [--batch N] [--write-batch N] [--writers N] \
                          [--rate R] [--lag-seconds S] [--consumers N] [--rounds N] [--prefetch N] \
-                         [--json FILE]"
+                         [--window N] [--json FILE]"
                     );
                     std::process::exit(0);
                 }
@@ -205,11 +208,13 @@ impl Args {
             args.write_batch,
             args.consumers,
             args.rounds,
+            args.window,
         ]
         .contains(&0)
         {
             return Err(
-                "--events, --batch, --write-batch, --consumers and --rounds must be positive"
+                "--events, --batch, --write-batch, --consumers, --rounds and --window must be \
+                 positive"
                     .into(),
             );
         }
@@ -298,10 +303,15 @@ fn filler(row_bytes: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 // Ceilings.
 
-/// Raw lapin: `n` persistent publishes with confirms (window 1000, written as the transport
-/// writes them) to one queue while a
-/// consumer on a second connection acks them (`multiple` every 100). Messages/s to the last ack.
-async fn rabbitmq_ceiling(n: usize, bodies: &[Vec<u8>], queue: &str) -> BenchResult<f64> {
+/// Raw lapin: `n` persistent publishes with confirms (`window` unconfirmed, written as the
+/// transport writes them) to one queue while a consumer on a second connection acks them
+/// (`multiple` every 100). Messages/s to the last ack.
+async fn rabbitmq_ceiling(
+    n: usize,
+    bodies: &[Vec<u8>],
+    queue: &str,
+    window: usize,
+) -> BenchResult<f64> {
     use lapin::options::{
         BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
         QueueDeclareOptions, QueueDeleteOptions,
@@ -349,7 +359,7 @@ async fn rabbitmq_ceiling(n: usize, bodies: &[Vec<u8>], queue: &str) -> BenchRes
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("text/plain".into());
-        publish_confirmed(&out, "", queue, n, bodies, &props, WINDOW).await?;
+        publish_confirmed(&out, "", queue, n, bodies, &props, window).await?;
         Ok::<(), Box<dyn std::error::Error>>(())
     };
     let (c, p) = futures_util::future::join(consume, publish).await;
@@ -907,7 +917,7 @@ async fn run(kind: Kind, args: &Args) -> BenchResult<Figures> {
     let config = CqrsConfig::default()
         .with_url(kind.url())
         .with_exchange(names.exchange.clone())
-        .with_publish_window(WINDOW as u32);
+        .with_publish_window(u32::try_from(args.window)?);
     let (transport, teardown): (TransportHandle, Box<dyn FnOnce() -> _>) = match kind {
         Kind::RabbitMq => {
             let (t, addr) =
@@ -1042,7 +1052,7 @@ async fn measure(
     for round in 0..args.rounds {
         let raw_queue = format!("{}_raw_{round}", names.queue);
         let broker = match kind {
-            Kind::RabbitMq => rabbitmq_ceiling(n, &bodies, &raw_queue).await?,
+            Kind::RabbitMq => rabbitmq_ceiling(n, &bodies, &raw_queue, args.window).await?,
             Kind::Redis => redis_ceiling(n, &bodies, &raw_queue).await?,
         };
         let database =
