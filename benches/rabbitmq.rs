@@ -20,6 +20,7 @@ mod support;
 use std::time::Instant;
 
 use actix::prelude::*;
+use amqp_publish::publish_confirmed;
 use cqrs_sync::transport::Declare;
 use cqrs_sync::transports::rabbitmq::{RabbitMqConfig, RabbitMqTransport, Teardown};
 use futures_util::StreamExt;

@@ -99,7 +99,11 @@ impl ConfirmPipeline {
 
 /// A message the broker has not confirmed yet.
 struct Pending {
-    out: Outgoing,
+    exchange: ShortString,
+    routing_key: ShortString,
+    /// Shared with the write in flight, so that writing it copies no body.
+    body: Arc<Vec<u8>>,
+    properties: BasicProperties,
     /// The size of its content header frame, which AMQP cannot split.
     header_frame: usize,
     reply: oneshot::Sender<Result<()>>,
@@ -118,9 +122,9 @@ struct Pending {
 impl Pending {
     fn is(&self, message: &lapin::message::BasicReturnMessage) -> bool {
         let delivery = &message.delivery;
-        delivery.exchange == self.out.exchange
-            && delivery.routing_key == self.out.routing_key
-            && delivery.data == self.out.body
+        delivery.exchange == self.exchange
+            && delivery.routing_key == self.routing_key
+            && delivery.data == *self.body
     }
 
     /// What its caller gets, once the broker answered.
@@ -130,8 +134,8 @@ impl Pending {
                 ErrorKind::Unroutable,
                 format!(
                     "no queue is bound to routing key {:?} on exchange {:?}",
-                    self.out.routing_key.as_str(),
-                    self.out.exchange.as_str()
+                    self.routing_key.as_str(),
+                    self.exchange.as_str()
                 ),
             ));
         }
@@ -140,7 +144,7 @@ impl Pending {
         } else {
             Err(Error::transport(format!(
                 "RabbitMQ refused the message for {:?} (nack)",
-                self.out.routing_key.as_str()
+                self.routing_key.as_str()
             )))
         }
     }
@@ -148,7 +152,13 @@ impl Pending {
 
 /// Bytes of the content header frame that carries `properties`: the frame's own 8 bytes, the
 /// class, weight and body size (12), and the encoded properties with their flags.
+/// Without headers the properties are at most ten short strings (255 bytes each) and a few
+/// numbers, which always fit in the smallest frame AMQP allows (4096 bytes): only headers
+/// make it worth encoding them to measure.
 fn header_frame_size(properties: &BasicProperties) -> usize {
+    if properties.headers().is_none() {
+        return 0;
+    }
     cookie_factory::r#gen(gen_properties(properties), Vec::new())
         .map_or(usize::MAX, |(bytes, _)| 8 + 12 + bytes.len())
 }
@@ -211,7 +221,7 @@ impl State {
     /// Answers a pending message with `error`.
     fn fail(&mut self, seq: u64, error: Error) {
         if let Some(p) = self.pending.remove(&seq) {
-            tracing::warn!(routing_key = %p.out.routing_key, error = %error, "publish failed");
+            tracing::warn!(routing_key = %p.routing_key, error = %error, "publish failed");
             let _ = p.reply.send(Err(error));
         }
     }
@@ -254,8 +264,8 @@ impl State {
             let generation = link.generation;
             p.generation = generation;
             let channel = link.publish.clone();
-            let (exchange, routing_key) = (p.out.exchange.clone(), p.out.routing_key.clone());
-            let (body, properties) = (p.out.body.clone(), p.out.properties.clone());
+            let (exchange, routing_key) = (p.exchange.clone(), p.routing_key.clone());
+            let (body, properties) = (Arc::clone(&p.body), p.properties.clone());
             let mut confirm: BoxFuture<'static, Confirmed> = Box::pin(async move {
                 let options = BasicPublishOptions {
                     mandatory: true,
@@ -414,7 +424,10 @@ async fn run(
                     next_seq += 1;
                     state.pending.insert(next_seq, Pending {
                         header_frame: header_frame_size(&out.properties),
-                        out,
+                        exchange: out.exchange,
+                        routing_key: out.routing_key,
+                        body: Arc::new(out.body),
+                        properties: out.properties,
                         reply,
                         deadline: Instant::now() + timeout,
                         generation: 0,
