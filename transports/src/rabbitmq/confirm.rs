@@ -2,11 +2,11 @@
 //!
 //! One task takes publishes in the order they were asked for and writes them to the
 //! confirm-mode channel without waiting for the broker or for lapin's I/O thread, up to
-//! `publish_window` unconfirmed at once; confirms are matched as they arrive. When the connection is lost, every message
-//! without a confirm is written again on the next connection, in its original order and before
-//! anything newer (at least once: the replica's revision rules make a duplicate harmless).
-//! A message still without a connection at its publish timeout fails with
-//! [`ErrorKind::Transport`].
+//! `publish_window` unconfirmed at once; confirms are matched as they arrive. When the
+//! connection is lost, every message without a confirm is written again on the next
+//! connection, in its original order and before anything newer (at least once: the replica's
+//! revision rules make a duplicate harmless). A message still without a connection at its
+//! publish timeout fails with [`ErrorKind::Transport`].
 //!
 //! One message must not be able to stall the others. RabbitMQ answers some publishes by
 //! closing the channel or the whole connection (a header larger than the frame size, an
