@@ -30,10 +30,10 @@ pub async fn publish_confirmed(
     let mut pending: FuturesUnordered<BoxFuture<'static, lapin::Result<Confirmation>>> =
         FuturesUnordered::new();
     for i in 0..n {
-        if pending.len() >= window {
-            if let Some(done) = pending.next().await {
-                done?;
-            }
+        if pending.len() >= window
+            && let Some(done) = pending.next().await
+        {
+            done?;
         }
         let (channel, properties) = (channel.clone(), properties.clone());
         let (exchange, routing_key) = (exchange.to_owned(), routing_key.to_owned());
