@@ -9,8 +9,8 @@
 //!
 //! Defaults: 100,000 events of rows of about 300 bytes, replica batches of 1000 (prefetch
 //! twice that), master transactions of 100 rows from 2 writers, a publish window of 1000 (the
-//! default `master.publish_window`), 2,000 events/s for 10 s, one
-//! consumer, 3 rounds. `CQRS_BENCH_AMQP_URL` and `CQRS_BENCH_REDIS_URL` name other brokers.
+//! default `master.publish_window`), 2,000 events/s for 10 s, one consumer, 3 rounds.
+//! `CQRS_BENCH_AMQP_URL` and `CQRS_BENCH_REDIS_URL` name other brokers.
 //!
 //! For each transport (both unless `--transport` names one), in one run:
 //!
