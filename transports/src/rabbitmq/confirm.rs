@@ -261,7 +261,7 @@ impl State {
                 );
                 continue;
             }
-            let generation = link.generation;
+            let (generation, before) = (link.generation, p.generation);
             p.generation = generation;
             let channel = link.publish.clone();
             let (exchange, routing_key) = (p.exchange.clone(), p.routing_key.clone());
@@ -283,17 +283,20 @@ impl State {
             // lapin queues the frames on the first poll and resolves the publish only once its
             // I/O thread wrote them. Polling each publish once here keeps the frames in publish
             // order without waiting for that thread between messages, so it writes many at a
-            // time and the broker reads them in one go. A publish that fails at once (the
-            // connection is gone) is answered through `confirmed` like a lost confirm.
+            // time and the broker reads them in one go.
             match poll_fn(|cx| Poll::Ready(confirm.as_mut().poll(cx))).await {
-                Poll::Ready(done) => {
-                    let lost = done.2.is_err();
-                    self.confirms.push(Box::pin(std::future::ready(done)));
-                    if lost {
-                        tracing::debug!("publish failed; waiting for a new connection");
-                        self.connection_lost(generation);
+                Poll::Ready((_, _, Err(e))) => {
+                    // Not written: the channel is closed already. It goes first on the next
+                    // connection, and it was never on this one, so it is not the message to
+                    // blame for losing it.
+                    if let Some(p) = self.pending.get_mut(&seq) {
+                        p.generation = before;
                     }
+                    tracing::debug!(error = %e, "publish failed; waiting for a new connection");
+                    self.unsent.push_front(seq);
+                    self.connection_lost(generation);
                 }
+                Poll::Ready(done) => self.confirms.push(Box::pin(std::future::ready(done))),
                 Poll::Pending => self.confirms.push(confirm),
             }
         }
